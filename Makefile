@@ -1,0 +1,67 @@
+# Lookalike — every command a developer or CI needs. Each target sets itself up.
+#   make demo   the main job: the local stack (embedded Postgres, S3+SQS, ingest, API, page)
+#   make test   lint + the whole test suite (what .ci/run calls)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs python3.12 (arm64); develop and test on the same minor version.
+# pyenv shims answer "command not found" for versions that are not selected, so each
+# candidate is executed, not just looked up.
+PYTHON ?= $(shell for c in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 python3.13 python3; do \
+	if $$c -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then echo $$c; break; fi; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed
+
+help:
+	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
+	@echo "make test    lint + all tests (unit and integration, real Postgres/S3/model)"
+	@echo "make lint    ruff + mypy --strict"
+	@echo "make clean   remove local data (embedded Postgres, moto state) and build output"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (Lambda runs 3.12); install python3.12" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases functions/ingest
+	$(BIN)/mypy --explicit-package-bases functions/query
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest $(ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m unit $(ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -m integration $(ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(ARGS)
+
+embed: $(STAMP)
+	$(BIN)/python scripts/embed.py $(ARGS)
+
+# Build-time only: torch lives in its own environment and never in the runtime one.
+export-model:
+	@test -x .venv-export/bin/python || $$HOME/.pyenv/versions/3.11.7/bin/python3.11 -m venv .venv-export
+	.venv-export/bin/python -m pip install --quiet -r requirements-export.txt
+	.venv-export/bin/python scripts/export_model.py
+
+clean:
+	rm -rf .data .aws-sam build test-output .pytest_cache .mypy_cache .ruff_cache

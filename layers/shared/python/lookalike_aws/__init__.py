@@ -1,0 +1,1 @@
+"""AWS adapters at the edge: S3 access, event parsing, secrets. Handlers import these."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: a real embedded PostgreSQL + pgvector, the real model, real photos.
+
+Tests in tests/unit/ are marked `unit`, tests in tests/integration/ `integration`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lookalike.settings import reset_settings
+from lookalike_local.embedded_db import EmbeddedPostgres
+from lookalike_local.samples import SamplePhoto, sample_photos
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVENTS_DIR = REPO_ROOT / "events"
+TEST_OUTPUT = REPO_ROOT / "test-output"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts[0]
+        if tier in {"unit", "integration"}:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings are cached per process: every test starts from the real environment."""
+    reset_settings()
+    yield
+    monkeypatch.undo()
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A throwaway embedded server for the whole test session (short path: socket limits)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(embedded_postgres: EmbeddedPostgres) -> str:
+    """DATABASE_URL of a real PostgreSQL with pgvector: $TEST_DATABASE_URL or the embedded one."""
+    return os.environ.get("TEST_DATABASE_URL") or embedded_postgres.start()
+
+
+@pytest.fixture
+def clean_database(postgres_url: str) -> str:
+    """The database URL, with every Lookalike table dropped (each test migrates afresh)."""
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        connection.execute("CREATE SCHEMA public")
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[SamplePhoto]:
+    return sample_photos()
+
+
+@pytest.fixture(scope="session")
+def test_output() -> Path:
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    return TEST_OUTPUT
