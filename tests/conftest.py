@@ -61,6 +61,50 @@ def clean_database(postgres_url: str) -> str:
     return postgres_url
 
 
+# Fake credentials for moto: boto3 signs requests, moto accepts any signature.
+MOTO_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server mode on 127.0.0.1 (a free port) for the whole session: S3, SQS, Secrets
+    Manager over real HTTP. Yields the endpoint URL; the fake credentials stay set meanwhile."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as session_environment:
+        for name, value in MOTO_ENVIRONMENT.items():
+            session_environment.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket in moto for this test; S3_ENDPOINT_URL points at moto."""
+    import re
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("S3_ENDPOINT_URL", moto_server)
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:30].strip("-")
+    bucket = f"test-{slug}-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[SamplePhoto]:
     return sample_photos()

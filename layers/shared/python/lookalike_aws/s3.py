@@ -1,0 +1,103 @@
+"""Reading uploaded objects with boto3: the `ObjectSource` of the ingest use case.
+
+One client per container (created on first use, reused by warm invocations). S3_ENDPOINT_URL
+points it at any S3-compatible store (moto in tests, MinIO, ...); unset, boto3's own resolution
+applies (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS). Retries: botocore's standard mode
+(exponential backoff with jitter on throttling, 5xx and connection errors); what is still
+failing after that is a `TransientError`, so the message goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lookalike.ingest import FetchedObject, FetchResult, ObjectGone, ObjectTooLarge, TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+S3_MAX_ATTEMPTS = 3  # standard mode: the first call plus two retries
+_GONE_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion"}
+
+_lock = threading.Lock()
+_client: S3Client | None = None
+
+
+def s3_client_config(endpoint_url: str | None) -> Config:
+    return Config(
+        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+        connect_timeout=3,
+        read_timeout=10,
+        # Custom endpoints (moto on 127.0.0.1, MinIO) cannot resolve bucket.host names.
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+
+
+def get_s3_client() -> S3Client:
+    """The container's S3 client (boto3 clients are thread-safe; reads run in a small pool)."""
+    global _client
+    with _lock:
+        if _client is None:
+            endpoint_url = os.environ.get("S3_ENDPOINT_URL", "").strip() or None
+            _client = boto3.client("s3", endpoint_url=endpoint_url, config=s3_client_config(endpoint_url))
+        return _client
+
+
+def reset_s3_client() -> None:
+    """Forget the client (tests point S3_ENDPOINT_URL elsewhere)."""
+    global _client
+    with _lock:
+        _client = None
+
+
+class S3ObjectSource:
+    """Reads an object's bytes, user metadata, ETag and size."""
+
+    def __init__(self, client: S3Client | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        return self._client or get_s3_client()
+
+    def fetch(self, bucket: str, key: str, *, max_bytes: int) -> FetchResult:
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in _GONE_CODES:
+                return ObjectGone()  # deleted since the event: its delete event tombstones it
+            raise TransientError(f"GetObject s3://{bucket}/{key}: {error}") from error
+        except BotoCoreError as error:
+            raise TransientError(f"GetObject s3://{bucket}/{key}: {error}") from error
+
+        body = response["Body"]
+        try:
+            length = int(response.get("ContentLength", 0))
+            if length > max_bytes:
+                # Refuse from the header: closing the stream leaves the rest undownloaded.
+                return ObjectTooLarge(length)
+            # Never trust the header alone: read one byte past the limit at most.
+            data = body.read(max_bytes + 1)
+        except BotoCoreError as error:  # the stream broke (timeout, reset, short read)
+            raise TransientError(f"reading s3://{bucket}/{key}: {error}") from error
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            return ObjectTooLarge(len(data))
+        etag = response.get("ETag")
+        return FetchedObject(
+            data=data,
+            size=len(data),
+            etag=etag.strip('"') if etag else None,
+            metadata=dict(response.get("Metadata", {})),
+        )
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
