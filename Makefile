@@ -62,6 +62,8 @@ export-model:
 	@test -x .venv-export/bin/python || $$HOME/.pyenv/versions/3.11.7/bin/python3.11 -m venv .venv-export
 	.venv-export/bin/python -m pip install --quiet -r requirements-export.txt
 	.venv-export/bin/python scripts/export_model.py
+	# ONNX vs PyTorch parity: only this environment has torch (the main suite skips it, saying so).
+	.venv-export/bin/python -m pytest --noconftest -q tests/integration/test_model_parity.py
 
 clean:
 	rm -rf .data .aws-sam build test-output .pytest_cache .mypy_cache .ruff_cache
