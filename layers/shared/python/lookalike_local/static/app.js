@@ -1,0 +1,281 @@
+// Lookalike search page: talks to the query API (POST /search, GET /products/{id}/similar,
+// GET /products/{id}) and to the local stack's helpers (/thumbnails, /upload, /local/...).
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const state = { catalogue: [], selectedProduct: null, lastQuery: null };
+
+function thumbnailUrl(row) {
+  if (row.thumbnail_url) return row.thumbnail_url;
+  if (row.key) return "/thumbnails/" + row.key.split("/").map(encodeURIComponent).join("/") + "?size=256";
+  return "";
+}
+
+// The rows of a search response: a list, or the first list under a results-like key.
+function resultRows(payload) {
+  if (Array.isArray(payload)) return payload;
+  for (const key of ["results", "neighbours", "neighbors", "matches", "items"]) {
+    if (payload && Array.isArray(payload[key])) return payload[key];
+  }
+  return [];
+}
+
+function similarityOf(row) {
+  if (typeof row.similarity === "number") return row.similarity;
+  if (typeof row.distance === "number") return 1 - row.distance;
+  return null;
+}
+
+function setMessage(text, isError = false) {
+  const message = $("#message");
+  message.textContent = text;
+  message.classList.toggle("error", isError);
+}
+
+function searchParams() {
+  const params = new URLSearchParams({ k: $("#k-select").value });
+  const category = $("#category-filter").value;
+  if (category) params.set("category", category);
+  return params;
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return body.message || body.error || JSON.stringify(body);
+  } catch {
+    return response.statusText;
+  }
+}
+
+function renderResults(rows, title) {
+  $("#results-title").textContent = title;
+  const grid = $("#results");
+  grid.replaceChildren();
+  rows.forEach((row, index) => {
+    const card = document.createElement("article");
+    card.className = "card result" + (index === 0 ? " top" : "");
+    card.title = `${row.product_id} — click to find products similar to this one`;
+    const img = document.createElement("img");
+    img.src = thumbnailUrl(row);
+    img.alt = row.product_id;
+    const body = document.createElement("div");
+    body.className = "body";
+    const similarity = similarityOf(row);
+    const percent = similarity === null ? null : Math.max(0, Math.min(100, similarity * 100));
+    body.innerHTML = `
+      <div class="product"></div>
+      <div class="category"></div>
+      <div class="similarity"><span class="bar"><span></span></span><span class="value"></span></div>`;
+    body.querySelector(".product").textContent = row.product_id;
+    body.querySelector(".category").textContent = row.category || "uncategorised";
+    body.querySelector(".bar > span").style.width = `${percent ?? 0}%`;
+    body.querySelector(".value").textContent = percent === null ? "–" : `${percent.toFixed(1)}%`;
+    card.append(img, body);
+    card.addEventListener("click", () => findSimilar(row.product_id));
+    grid.append(card);
+  });
+  if (rows.length === 0) setMessage("No similar products found (try another category).");
+}
+
+async function searchWithFile(file) {
+  if (!file) return;
+  state.lastQuery = { kind: "photo", file };
+  const preview = $("#query-preview");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  markSelected(null);
+  setMessage(`Searching with ${file.name}…`);
+  $("#results-meta").textContent = "";
+  const started = performance.now();
+  const response = await fetch(`/search?${searchParams()}`, {
+    method: "POST",
+    headers: { "Content-Type": file.type || "application/octet-stream" },
+    body: file,
+  });
+  if (!response.ok) {
+    renderResults([], "Results");
+    setMessage(`Search failed (${response.status}): ${await errorText(response)}`, true);
+    return;
+  }
+  const rows = resultRows(await response.json());
+  setMessage("");
+  renderResults(rows, `Products that look like ${file.name}`);
+  $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
+}
+
+async function findSimilar(productId) {
+  state.lastQuery = { kind: "product", productId };
+  markSelected(productId);
+  $("#query-preview").hidden = true;
+  setMessage(`Finding products similar to ${productId}…`);
+  const started = performance.now();
+  const response = await fetch(`/products/${encodeURIComponent(productId)}/similar?${searchParams()}`);
+  if (!response.ok) {
+    renderResults([], "Results");
+    setMessage(`Lookup failed (${response.status}): ${await errorText(response)}`, true);
+    return;
+  }
+  const rows = resultRows(await response.json());
+  setMessage("");
+  renderResults(rows, `Similar to ${productId}`);
+  $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
+}
+
+function markSelected(productId) {
+  state.selectedProduct = productId;
+  document.querySelectorAll(".strip .item").forEach((item) => {
+    item.classList.toggle("selected", item.dataset.product === productId);
+  });
+}
+
+function rerun() {
+  const query = state.lastQuery;
+  if (!query) return;
+  if (query.kind === "photo") searchWithFile(query.file);
+  else findSimilar(query.productId);
+}
+
+async function loadCatalogue() {
+  const response = await fetch("/local/catalogue");
+  if (!response.ok) return;
+  const products = await response.json();
+  state.catalogue = products;
+  const strip = $("#catalogue");
+  strip.replaceChildren();
+  for (const product of products) {
+    const item = document.createElement("div");
+    item.className = `item ${product.state}`;
+    item.dataset.product = product.product_id;
+    item.title = `${product.product_id} (${product.category}) — ${product.state}${product.reason ? ": " + product.reason : ""}`;
+    const img = document.createElement("img");
+    img.src = thumbnailUrl(product);
+    img.alt = product.product_id;
+    img.loading = "lazy";
+    const label = document.createElement("div");
+    label.className = "label";
+    label.textContent = product.state === "rejected" ? `${product.product_id} (rejected)` : product.product_id;
+    item.append(img, label);
+    if (product.state !== "rejected") item.addEventListener("click", () => findSimilar(product.product_id));
+    strip.append(item);
+  }
+  markSelected(state.selectedProduct);
+  const categories = [...new Set(products.map((product) => product.category))].sort();
+  const select = $("#category-filter");
+  const current = select.value;
+  select.replaceChildren(new Option("All categories", ""), ...categories.map((name) => new Option(name, name)));
+  select.value = categories.includes(current) ? current : "";
+  $("#category-list").replaceChildren(...categories.map((name) => new Option(name)));
+}
+
+async function refreshStatus() {
+  try {
+    const response = await fetch("/local/status");
+    const status = await response.json();
+    const pill = $("#stack-status");
+    pill.textContent = `${status.embedded} images searchable · ${status.rejected} rejected` +
+      (status.pending ? ` · ${status.pending} in the queue` : "");
+    pill.classList.toggle("busy", status.pending > 0);
+    return status;
+  } catch {
+    $("#stack-status").textContent = "local stack not reachable";
+    return null;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function uploadProduct(event) {
+  event.preventDefault();
+  const file = $("#upload-file").files[0];
+  const productId = $("#upload-product").value.trim();
+  const category = $("#upload-category").value.trim();
+  const status = $("#upload-status");
+  const button = $("#upload-form button");
+  if (!file) return;
+  button.disabled = true;
+  status.className = "upload-status";
+  status.textContent = `Uploading ${file.name} to the bucket…`;
+  try {
+    const params = new URLSearchParams({ product_id: productId, category, filename: file.name });
+    const response = await fetch(`/upload?${params}`, {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    const uploaded = await response.json();
+    status.textContent = `Uploaded as s3://${uploaded.bucket}/${uploaded.key} — waiting for the ingest function…`;
+    const started = performance.now();
+    for (let attempt = 0; attempt < 240; attempt += 1) {
+      await sleep(500);
+      const object = await (await fetch(`/local/objects?key=${encodeURIComponent(uploaded.key)}`)).json();
+      if (object.state === "rejected") {
+        status.className = "upload-status bad";
+        status.textContent = `Rejected by the ingest function: ${object.reason} (${object.detail || ""})`;
+        await loadCatalogue();
+        return;
+      }
+      if (object.state === "embedded") {
+        // The product is now visible through the query API as well.
+        const product = await fetch(`/products/${encodeURIComponent(productId)}`);
+        if (product.ok) {
+          const seconds = ((performance.now() - started) / 1000).toFixed(1);
+          status.className = "upload-status good";
+          status.textContent = `✓ ${productId} is searchable (${seconds} s after upload).`;
+          await loadCatalogue();
+          await refreshStatus();
+          await findSimilar(productId);
+          return;
+        }
+      }
+    }
+    status.className = "upload-status bad";
+    status.textContent = "Still not ingested after 2 minutes: see the demo's console.";
+  } catch (error) {
+    status.className = "upload-status bad";
+    status.textContent = `Upload failed: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function setUpDropzone() {
+  const zone = $("#dropzone");
+  const input = $("#photo-input");
+  input.addEventListener("change", () => searchWithFile(input.files[0]));
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") input.click();
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    const file = event.dataTransfer.files[0];
+    if (file) searchWithFile(file);
+  });
+}
+
+async function start() {
+  setUpDropzone();
+  $("#category-filter").addEventListener("change", rerun);
+  $("#k-select").addEventListener("change", rerun);
+  $("#upload-form").addEventListener("submit", uploadProduct);
+  await loadCatalogue();
+  // Follow the ingest of the catalogue until the queue is empty, then now and then.
+  let previous = -1;
+  for (;;) {
+    const status = await refreshStatus();
+    if (status && status.embedded + status.rejected !== previous) {
+      previous = status.embedded + status.rejected;
+      await loadCatalogue();
+    }
+    await sleep(status && status.pending > 0 ? 1000 : 5000);
+  }
+}
+
+start();

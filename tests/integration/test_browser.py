@@ -1,0 +1,135 @@
+"""The search page in real headless Chromium (Debian's `chromium`), driven by Playwright.
+
+Chromium comes from Debian's package (installed by the `chromium` fixture when missing);
+Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from local_stack_process import DemoProcess, free_port
+from playwright.sync_api import Page, expect, sync_playwright
+
+from lookalike_local.catalogue import query_photo
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, installed with apt-get the first time (the test machines run as root)."""
+    if not CHROMIUM.exists():
+        if shutil.which("apt-get") is None:
+            pytest.fail("Chromium is missing and apt-get is not available: install Debian's `chromium`")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+            check=True,
+            timeout=900,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
+    process = DemoProcess(tmp_path_factory.mktemp("browser"), free_port())
+    try:
+        process.wait_until_ingested(timeout_s=300)
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def page(chromium: Path) -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        finally:
+            browser.close()
+
+
+def _loaded_images(page: Page, selector: str) -> int:
+    """How many <img> matched by selector have finished loading a real picture."""
+    return int(
+        page.evaluate(
+            "(selector) => [...document.querySelectorAll(selector)]"
+            ".filter((img) => img.complete && img.naturalWidth > 0).length",
+            selector,
+        )
+    )
+
+
+def test_search_with_a_photo_shows_similar_products(
+    demo: DemoProcess, page: Page, tmp_path: Path, test_output: Path
+) -> None:
+    photo, expected = query_photo()
+    query_file = tmp_path / "my-cat.jpg"
+    query_file.write_bytes(photo)
+
+    page.goto(demo.url)
+    expect(page.locator("#stack-status")).to_contain_text("images searchable")
+    expect(page.locator("#catalogue .item").first).to_be_visible()
+    page.set_input_files("#photo-input", str(query_file))
+
+    cards = page.locator("#results .card")
+    expect(cards.first).to_be_visible(timeout=30_000)
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#results .card img')];"
+        " return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0); }",
+        timeout=30_000,
+    )
+    assert _loaded_images(page, "#results .card img") == cards.count()
+    assert cards.first.locator(".product").inner_text() == expected
+    values = cards.locator(".similarity .value").all_inner_texts()
+    assert values
+    assert all(re.fullmatch(r"\d{1,3}\.\d%", value) for value in values), values
+    percentages = [float(value.rstrip("%")) for value in values]
+    assert percentages == sorted(percentages, reverse=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(test_output / "browser-search.png"), full_page=True)
+
+
+def test_catalogue_click_and_upload_make_a_new_product_searchable(
+    demo: DemoProcess, page: Page, tmp_path: Path, test_output: Path
+) -> None:
+    page.goto(demo.url)
+    item = page.locator("#catalogue .item[data-product='espresso-cup']")
+    item.click()
+    expect(page.locator("#results-title")).to_have_text("Similar to espresso-cup")
+    expect(page.locator("#results .card").first).to_be_visible()
+    assert "espresso-cup" not in page.locator("#results .card .product").all_inner_texts()
+
+    photo, _ = query_photo()
+    new_image = tmp_path / "new-cat.jpg"
+    new_image.write_bytes(photo)
+    page.set_input_files("#upload-file", str(new_image))
+    page.fill("#upload-product", "browser-cat-01")
+    page.fill("#upload-category", "animals")
+    page.click("#upload-form button")
+    expect(page.locator("#upload-status")).to_contain_text("is searchable", timeout=120_000)
+    # The page then shows the products similar to the new one: the catalogue's cat comes first.
+    expect(page.locator("#results-title")).to_have_text("Similar to browser-cat-01")
+    expect(page.locator("#results .card .product").first).to_have_text("tabby-cat")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(test_output / "browser-upload.png"), full_page=True)
