@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases functions/ingest
 	$(BIN)/mypy --explicit-package-bases functions/query
+	$(BIN)/mypy --explicit-package-bases functions/migrate
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -67,3 +68,35 @@ export-model:
 
 clean:
 	rm -rf .data .aws-sam build test-output .pytest_cache .mypy_cache .ruff_cache
+
+# --- AWS deployment (README "Deploy to AWS") ---------------------------------------------------
+# The SAM CLI lives in its own environment: its pins (boto3, cfn-lint, ...) conflict with the
+# app's. `sam build` runs without Docker: the layers are Makefile builds that let pip fetch the
+# manylinux aarch64 wheels, and the function builder needs a python3.12 on PATH (the venv's).
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+SAM := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(SAM_VENV)/bin/python"
+
+.PHONY: build validate sam-venv
+
+$(SAM_STAMP):
+	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (Lambda runs 3.12); install python3.12" >&2; exit 1; }
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' || \
+		{ echo "error: $(SAM_VENV) must be Python 3.12 (Lambda's runtime; the layer's bytecode): rm -r $(SAM_VENV); make build PYTHON=python3.12" >&2; exit 1; }
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	@touch $@
+
+sam-venv: $(SAM_STAMP)
+
+# .aws-sam/build: the functions and the three layers, ready for `sam deploy`. --cached rebuilds
+# only what changed (source hashes in .aws-sam/cache).
+build: $(SAM_STAMP)
+	$(SAM_ENV) $(SAM) build --cached --template-file template.yaml $(ARGS)
+
+validate: $(SAM_STAMP)
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM_ENV) $(SAM) validate --lint --template-file template.yaml --region us-east-1
