@@ -42,3 +42,9 @@ def test_defaults_for_port_and_database() -> None:
 def test_a_malformed_secret_names_the_variable(secret: str) -> None:
     with pytest.raises(SettingsError, match="DATABASE_SECRET_ARN"):
         database_url_from_secret_json(secret)
+
+
+def test_rds_proxy_endpoint_replaces_the_secrets_host() -> None:
+    secret = json.dumps({"username": "u", "password": "p", "host": "cluster.internal", "port": 5432})
+    url = database_url_from_secret_json(secret, host_override="proxy.internal")
+    assert psycopg.conninfo.conninfo_to_dict(url)["host"] == "proxy.internal"

@@ -24,8 +24,11 @@ class _SecretsClient(Protocol):
     def get_secret_value(self, *, SecretId: str) -> dict[str, Any]: ...  # noqa: N803 - the boto3 name
 
 
-def database_url_from_secret_json(secret: str) -> str:
-    """postgresql:// URL from an RDS secret's JSON (user and password percent-encoded)."""
+def database_url_from_secret_json(secret: str, *, host_override: str | None = None) -> str:
+    """postgresql:// URL from an RDS secret's JSON (user and password percent-encoded).
+
+    `host_override` (DATABASE_HOST) replaces the secret's host: behind RDS Proxy the secret
+    names the cluster, but connections must go to the proxy's endpoint."""
     try:
         fields = json.loads(secret)
         username, password, host = fields["username"], fields["password"], fields["host"]
@@ -33,6 +36,7 @@ def database_url_from_secret_json(secret: str) -> str:
         raise SettingsError(
             f"{SECRET_ARN_VARIABLE}: the secret must be JSON with username, password, host ({error!r})"
         ) from None
+    host = host_override or host
     port = int(fields.get("port") or 5432)
     dbname = fields.get("dbname") or "postgres"
     # Every part percent-encoded: passwords hold any character; a host may be a socket folder.
@@ -41,9 +45,10 @@ def database_url_from_secret_json(secret: str) -> str:
 
 
 @cache
-def database_url_from_secret(secret_arn: str) -> str:
+def database_url_from_secret(secret_arn: str, host_override: str | None = None) -> str:
     client = cast(_SecretsClient, boto3.client("secretsmanager"))
-    return database_url_from_secret_json(str(client.get_secret_value(SecretId=secret_arn)["SecretString"]))
+    secret = str(client.get_secret_value(SecretId=secret_arn)["SecretString"])
+    return database_url_from_secret_json(secret, host_override=host_override)
 
 
 def resolve_database_url() -> None:
@@ -54,7 +59,8 @@ def resolve_database_url() -> None:
     secret_arn = os.environ.get(SECRET_ARN_VARIABLE, "").strip()
     if not secret_arn:
         return
-    os.environ["DATABASE_URL"] = database_url_from_secret(secret_arn)
+    host_override = os.environ.get("DATABASE_HOST", "").strip() or None
+    os.environ["DATABASE_URL"] = database_url_from_secret(secret_arn, host_override)
     reset_settings()
 
 
