@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed
+.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality
 
 help:
 	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
@@ -54,6 +54,32 @@ test-integration: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(ARGS)
+
+bench-query: $(STAMP)
+	$(BIN)/python scripts/bench_query.py $(ARGS)
+
+# Benchmarks and retrieval quality (docs/BENCHMARKS.md): each writes docs/bench/*.json and its plots.
+bench-embed: $(STAMP)
+	$(BIN)/python scripts/bench_embed.py --out docs/bench/embed.json $(ARGS)
+	$(BIN)/python scripts/plot_benchmarks.py embed
+
+bench-ingest: $(STAMP)
+	$(BIN)/python scripts/bench_ingest.py --out docs/bench/ingest.json $(ARGS)
+
+# The labelled set for category retrieval: Debian's tuxpaint-stamps-default (GPL-2, 161 MB .deb),
+# unpacked under .data without installing it. Without apt-get, eval-quality falls back to a tiny set.
+STAMPS_DIR := .data/tuxpaint-stamps
+eval-data:
+	@test -d $(STAMPS_DIR)/usr/share/tuxpaint/stamps || { mkdir -p $(STAMPS_DIR) && cd $(STAMPS_DIR) && \
+		apt-get download tuxpaint-stamps-default && dpkg -x tuxpaint-stamps-default_*.deb . && rm -f tuxpaint-stamps-default_*.deb; } || \
+		echo "warning: could not fetch tuxpaint-stamps-default (needs apt-get + dpkg); eval-quality uses its small fallback" >&2
+
+eval-quality: $(STAMP) eval-data
+	$(BIN)/python scripts/eval_quality.py --out docs/bench/quality.json $(ARGS)
+	$(BIN)/python scripts/plot_benchmarks.py quality query
+
+openapi: $(STAMP)
+	$(BIN)/python scripts/export_openapi.py
 
 embed: $(STAMP)
 	$(BIN)/python scripts/embed.py $(ARGS)

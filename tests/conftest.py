@@ -6,6 +6,8 @@ Tests in tests/unit/ are marked `unit`, tests in tests/integration/ `integration
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,12 +40,16 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A throwaway embedded server for the whole test session (short path: socket limits)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """A throwaway embedded server for the whole test session. Its folder is our own, not
+    pytest's tmp_path (pytest prunes old basetemps, which breaks a server another run still
+    uses) and short (Unix socket paths are limited to ~100 characters)."""
+    folder = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    server = EmbeddedPostgres(folder / "data")
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -208,10 +208,20 @@ class _Decoded:
 
 
 @dataclass(slots=True)
+class EmbeddedObjects:
+    """Created objects read, decoded and embedded; nothing written yet (see `embed_objects`)."""
+
+    records: list[tuple[ObjectEvent, ImageRecord]] = field(default_factory=list)
+    rejections: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
+    outcomes: list[EventOutcome] = field(default_factory=list)  # failed reads, vanished objects
+    timings: IngestTimings = field(default_factory=IngestTimings)
+
+
+@dataclass(slots=True)
 class _Batch:
     outcomes: list[EventOutcome] = field(default_factory=list)
     rejections: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
-    images: list[_Decoded] = field(default_factory=list)
+    images: list[tuple[ObjectEvent, ImageRecord]] = field(default_factory=list)
     removals: list[ObjectEvent] = field(default_factory=list)
 
 
@@ -244,54 +254,75 @@ def ingest_batch(
     `store` is called only when there is something to write, so a database that is down at
     cold start fails the events that need it, not the batch (gone objects are still settled).
     """
-    timings = IngestTimings()
     latest, settled = newest_per_object(events)
-    batch = _Batch(outcomes=settled)
     created = [event for event in latest if event.kind == "created"]
-    batch.removals = [event for event in latest if event.kind == "removed"]
+    embedded = embed_objects(created, source=source, embedder=embedder, limits=limits, layout=layout)
+    timings = embedded.timings
+    batch = _Batch(
+        outcomes=settled + embedded.outcomes,
+        rejections=embedded.rejections,
+        images=embedded.records,
+        removals=[event for event in latest if event.kind == "removed"],
+    )
 
     started = time.perf_counter()
-    results = _fetch_all(created, source, limits.max_image_bytes)
-    timings.s3_read_ms = (time.perf_counter() - started) * 1000
-
-    started = time.perf_counter()
-    for event, result in zip(created, results, strict=True):
-        if isinstance(result, TransientError):
-            batch.outcomes.append(EventOutcome(event, "failed", f"reading the object failed: {result}"))
-        elif isinstance(result, ObjectGone):
-            batch.outcomes.append(EventOutcome(event, "gone", "the object no longer exists"))
-        elif isinstance(result, ObjectTooLarge):
-            rejected = ImageTooLarge(
-                f"{result.size} bytes exceeds the limit of {limits.max_image_bytes} bytes"
-            )
-            batch.rejections.append((event, _rejection(event, rejected, result.size)))
-        else:
-            try:
-                decoded = decode_image(
-                    result.data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
-                )
-            except ImageRejected as rejected:
-                batch.rejections.append((event, _rejection(event, rejected, result.size)))
-            else:
-                batch.images.append(_Decoded(event, result, decoded))
-    timings.decode_ms = (time.perf_counter() - started) * 1000
-
-    records: list[ImageRecord] = []
-    if batch.images:
-        started = time.perf_counter()
-        embeddings = embedder.embed_images([item.decoded.image for item in batch.images]).embeddings
-        timings.inference_ms = (time.perf_counter() - started) * 1000
-        records = [
-            _record(item, embedding, layout, embedder.model_version)
-            for item, embedding in zip(batch.images, embeddings, strict=True)
-        ]
-
-    started = time.perf_counter()
-    _write(batch, records, store)
+    _write(batch, store)
     timings.db_write_ms = (time.perf_counter() - started) * 1000
     position = {id(event): index for index, event in enumerate(events)}
     batch.outcomes.sort(key=lambda outcome: position[id(outcome.event)])  # back to delivery order
-    return IngestReport(outcomes=batch.outcomes, timings=timings, images_in_inference=len(records))
+    return IngestReport(outcomes=batch.outcomes, timings=timings, images_in_inference=len(embedded.records))
+
+
+def embed_objects(
+    created: Sequence[ObjectEvent],
+    *,
+    source: ObjectSource,
+    embedder: Embedder,
+    limits: IngestLimits,
+    layout: KeyLayout,
+) -> EmbeddedObjects:
+    """Steps 2-4 of the use case for "created" events (at most one per object): read the
+    objects concurrently, decode them (a bad file becomes a rejection), embed every decodable
+    image in ONE batched inference. Writes nothing: the ingest function and the backfill each
+    write the result their own way."""
+    result = EmbeddedObjects()
+    timings = result.timings
+    started = time.perf_counter()
+    fetched = _fetch_all(list(created), source, limits.max_image_bytes)
+    timings.s3_read_ms = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    images: list[_Decoded] = []
+    for event, outcome in zip(created, fetched, strict=True):
+        if isinstance(outcome, TransientError):
+            result.outcomes.append(EventOutcome(event, "failed", f"reading the object failed: {outcome}"))
+        elif isinstance(outcome, ObjectGone):
+            result.outcomes.append(EventOutcome(event, "gone", "the object no longer exists"))
+        elif isinstance(outcome, ObjectTooLarge):
+            rejected = ImageTooLarge(
+                f"{outcome.size} bytes exceeds the limit of {limits.max_image_bytes} bytes"
+            )
+            result.rejections.append((event, _rejection(event, rejected, outcome.size)))
+        else:
+            try:
+                decoded = decode_image(
+                    outcome.data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
+                )
+            except ImageRejected as rejected:
+                result.rejections.append((event, _rejection(event, rejected, outcome.size)))
+            else:
+                images.append(_Decoded(event, outcome, decoded))
+    timings.decode_ms = (time.perf_counter() - started) * 1000
+
+    if images:
+        started = time.perf_counter()
+        embeddings = embedder.embed_images([item.decoded.image for item in images]).embeddings
+        timings.inference_ms = (time.perf_counter() - started) * 1000
+        result.records = [
+            (item.event, _record(item, embedding, layout, embedder.model_version))
+            for item, embedding in zip(images, embeddings, strict=True)
+        ]
+    return result
 
 
 def _rejection(event: ObjectEvent, rejected: ImageRejected, size: int | None) -> Rejection:
@@ -316,9 +347,10 @@ def _record(item: _Decoded, embedding: FloatArray, layout: KeyLayout, model_vers
     )
 
 
-def _write(batch: _Batch, records: list[ImageRecord], store_factory: Callable[[], Store]) -> None:
+def _write(batch: _Batch, store_factory: Callable[[], Store]) -> None:
     """All database writes. After the first transient error the remaining writes fail without
     being tried: a database that is down would otherwise cost a connect timeout per event."""
+    records = [record for _, record in batch.images]
     if not (records or batch.removals or batch.rejections):
         return
     error: Exception | None = None
@@ -345,13 +377,13 @@ def _write(batch: _Batch, records: list[ImageRecord], store_factory: Callable[[]
         def upsert(store: Store) -> list[EventOutcome]:
             results = store.upsert_images(records)
             return [
-                EventOutcome(item.event, "embedded", product_id=record.product_id)
+                EventOutcome(event, "embedded", product_id=record.product_id)
                 if result == "applied"
-                else EventOutcome(item.event, "stale", newer_state, product_id=record.product_id)
-                for item, record, result in zip(batch.images, records, results, strict=True)
+                else EventOutcome(event, "stale", newer_state, product_id=record.product_id)
+                for (event, record), result in zip(batch.images, results, strict=True)
             ]
 
-        attempt([item.event for item in batch.images], upsert)
+        attempt([event for event, _ in batch.images], upsert)
 
     for removal in batch.removals:
 

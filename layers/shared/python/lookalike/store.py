@@ -61,7 +61,7 @@ POOL_FACTOR: Final = 4
 MIN_POOL: Final = 40
 POOL_GROWTH: Final = 4
 MAX_POOL: Final = 1000
-DEFAULT_EF_SEARCH: Final = 100
+DEFAULT_EF_SEARCH: Final = 64  # the HNSW_EF_SEARCH default: measured in settings.py
 
 # Serialises concurrent `migrate()` calls (two cold starts, a deploy and a test) across
 # processes; transaction-level, so it is released by the commit even behind RDS Proxy.
@@ -155,6 +155,40 @@ class RejectionRow:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """What the store holds for an object (any status): what a backfill compares with S3."""
+
+    status: ImageStatus
+    etag: str | None
+    model_version: str | None
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """An embedded image without its embedding (duplicate groups, the cluster map)."""
+
+    ref: ObjectRef
+    product_id: str
+    category: str | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNeighbour:
+    """`target` lies within the asked distance of `source` (an edge of the near-duplicate graph)."""
+
+    source: ObjectRef
+    target: ImageSummary
+    distance: float
+
+    @property
+    def similarity(self) -> float:
+        return 1.0 - self.distance
+
+
 # --- ordering ----------------------------------------------------------------------------------
 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
@@ -206,6 +240,22 @@ def _transition(status: ImageStatus, columns: Sequence[str]) -> sql.Composed:
     content columns it does not name are cleared, except product_id and category, which a
     tombstone keeps (which product lost an image is worth knowing).
     """
+    return sql.SQL(
+        """INSERT INTO images AS current (bucket, key, status, s3_sequencer, event_time{names})
+        VALUES (%(bucket)s, %(key)s, {status}, %(sequencer)s, %(event_time)s{values})
+        {on_conflict}
+        RETURNING 1"""
+    ).format(
+        names=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(column)) for column in columns),
+        status=sql.Literal(status),
+        values=sql.SQL("").join(sql.SQL(", {}").format(sql.Placeholder(column)) for column in columns),
+        on_conflict=_guarded_update(columns),
+    )
+
+
+def _guarded_update(columns: Sequence[str]) -> sql.Composed:
+    """The ON CONFLICT ... DO UPDATE ... WHERE guard of a state transition (see `_transition`);
+    shared by the one-row statements and the bulk (COPY) upsert, so both obey the same order."""
     cleared = [
         column
         for column in ("etag", "size_bytes", "width", "height", "model_version", "embedding")
@@ -215,15 +265,9 @@ def _transition(status: ImageStatus, columns: Sequence[str]) -> sql.Composed:
     # The embedding follows from the rest (same object version, same model version).
     compared = [column for column in ["status", *columns, *cleared] if column != "embedding"]
     return sql.SQL(
-        """INSERT INTO images AS current (bucket, key, status, s3_sequencer, event_time{names})
-        VALUES (%(bucket)s, %(key)s, {status}, %(sequencer)s, %(event_time)s{values})
-        ON CONFLICT (bucket, key) DO UPDATE SET {assignments}, updated_at = now()
-        WHERE {guard}
-        RETURNING 1"""
+        """ON CONFLICT (bucket, key) DO UPDATE SET {assignments}, updated_at = now()
+        WHERE {guard}"""
     ).format(
-        names=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(column)) for column in columns),
-        status=sql.Literal(status),
-        values=sql.SQL("").join(sql.SQL(", {}").format(sql.Placeholder(column)) for column in columns),
         assignments=sql.SQL(", ").join(
             [
                 *(
@@ -258,6 +302,96 @@ _REJECT_IMAGE: Final = sql.SQL(
     )
     {transition}"""
 ).format(transition=_transition("rejected", ("size_bytes",)))
+
+
+# Bulk upserts (backfill): the rows are COPYed (binary) into a transaction-local temp table, then
+# applied by ONE statement with the same guard as `_UPSERT_IMAGE`. A temp table pins the session
+# behind RDS Proxy: fine for a batch command, which is why the ingest function does not use it.
+_INCOMING_TABLE: Final = "incoming_images"
+_INCOMING_COLUMNS: Final = (
+    ("bucket", "text"),
+    ("key", "text"),
+    ("s3_sequencer", "text"),
+    ("event_time", "timestamptz"),
+    ("product_id", "text"),
+    ("category", "text"),
+    ("etag", "text"),
+    ("size_bytes", "bigint"),
+    ("width", "integer"),
+    ("height", "integer"),
+    ("model_version", "text"),
+    ("embedding", "halfvec"),
+)
+_CREATE_INCOMING: Final = sql.SQL("CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP").format(
+    table=sql.Identifier(_INCOMING_TABLE),
+    columns=sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL("halfvec(1280)" if kind == "halfvec" else kind))
+        for name, kind in _INCOMING_COLUMNS
+    ),
+)
+_COPY_INCOMING: Final = sql.SQL("COPY {table} ({columns}) FROM STDIN WITH (FORMAT BINARY)").format(
+    table=sql.Identifier(_INCOMING_TABLE),
+    columns=sql.SQL(", ").join(sql.Identifier(name) for name, _ in _INCOMING_COLUMNS),
+)
+_BULK_UPSERT_IMAGES: Final = sql.SQL(
+    """INSERT INTO images AS current (bucket, key, status, s3_sequencer, event_time{names})
+    SELECT bucket, key, 'embedded', s3_sequencer, event_time{names} FROM {table}
+    {on_conflict}
+    RETURNING current.bucket, current.key"""
+).format(
+    names=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(column)) for column in _IMAGE_COLUMNS),
+    table=sql.Identifier(_INCOMING_TABLE),
+    on_conflict=_guarded_update(_IMAGE_COLUMNS),
+)
+
+# Re-embedding: an event for the object version the row already holds (same ETag: the same
+# bytes) that was embedded by another model replaces the embedding whatever the event's order.
+# A backfill's event time is the object's LastModified, older than the notification that first
+# embedded it, and a re-embedding fan-out (`backfill --enqueue`) redelivers old events: under
+# the order guard alone both would be stale and a model change could never reach old rows.
+# The ordering state (sequencer, event time) is kept: the object itself has not changed. The
+# ETag is compared under the row lock, so a newer version written meanwhile is never overwritten.
+_REEMBEDDED_COLUMNS: Final = (
+    "product_id",
+    "category",
+    "size_bytes",
+    "width",
+    "height",
+    "model_version",
+    "embedding",
+)
+
+
+def _reembed(values: Callable[[str], sql.Composable], source: sql.Composable) -> sql.Composed:
+    """UPDATE of an embedded row holding the same ETag but another model version; `values`
+    gives each column's new value (a placeholder, or a column of the incoming table)."""
+    return sql.SQL(
+        """UPDATE images AS current SET {assignments}, updated_at = now() {source}
+        WHERE current.status = 'embedded' AND current.etag = {etag}
+            AND current.model_version <> {model_version}"""
+    ).format(
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(column), values(column))
+            for column in _REEMBEDDED_COLUMNS
+        ),
+        source=source,
+        etag=values("etag"),
+        model_version=values("model_version"),
+    )
+
+
+_REEMBED_IMAGE: Final = sql.SQL(
+    "{update} AND current.bucket = %(bucket)s AND current.key = %(key)s RETURNING 1"
+).format(update=_reembed(sql.Placeholder, sql.SQL("")))
+_BULK_REEMBED_IMAGES: Final = sql.SQL(
+    "{update} AND current.bucket = incoming.bucket AND current.key = incoming.key "
+    "RETURNING current.bucket, current.key"
+).format(
+    update=_reembed(
+        lambda column: sql.Identifier("incoming", column),
+        sql.SQL("FROM {} AS incoming").format(sql.Identifier(_INCOMING_TABLE)),
+    )
+)
 
 # --- migration -------------------------------------------------------------------------------
 
@@ -309,6 +443,18 @@ def _order_parameters(ref: ObjectRef, order: EventOrder) -> dict[str, Any]:
 
 def _outcome(cursor: psycopg.Cursor[TupleRow]) -> WriteOutcome:
     return "applied" if cursor.fetchone() is not None else "stale"
+
+
+def _execute_each(
+    connection: psycopg.Connection[TupleRow], statement: sql.Composed, parameters: list[dict[str, Any]]
+) -> list[WriteOutcome]:
+    """executemany (pipelined: one round trip), an outcome per parameter set, in order."""
+    with connection.cursor() as cursor:
+        cursor.executemany(statement, parameters, returning=True)
+        outcomes = [_outcome(cursor)]
+        while cursor.nextset():
+            outcomes.append(_outcome(cursor))
+    return outcomes
 
 
 def _stored_image(row: TupleRow) -> StoredImage:
@@ -427,12 +573,61 @@ class Store:
         ]
 
         def write(connection: psycopg.Connection[TupleRow]) -> list[WriteOutcome]:
-            with connection.cursor() as cursor:
-                cursor.executemany(_UPSERT_IMAGE, parameters, returning=True)
-                outcomes = [_outcome(cursor)]
-                while cursor.nextset():
-                    outcomes.append(_outcome(cursor))
+            outcomes = _execute_each(connection, _UPSERT_IMAGE, parameters)
+            # Stale by order but the same object version: re-embedded if another model made it.
+            again = [index for index, outcome in enumerate(outcomes) if outcome == "stale"]
+            again = [index for index in again if parameters[index]["etag"] is not None]
+            if again:
+                reembedded = _execute_each(connection, _REEMBED_IMAGE, [parameters[i] for i in again])
+                for index, outcome in zip(again, reembedded, strict=True):
+                    outcomes[index] = outcome
             return outcomes
+
+        return self._run(write)
+
+    def bulk_upsert_images(self, records: Sequence[ImageRecord]) -> list[WriteOutcome]:
+        """`upsert_images` for many objects at once (the backfill): binary COPY into a temp table,
+        then one guarded INSERT ... ON CONFLICT and one re-embedding UPDATE; one transaction.
+
+        Same guard and same re-embedding rule as `upsert_images`, so a notification racing a
+        backfill is ordered exactly as two notifications would be. One record per object: an
+        INSERT ... ON CONFLICT cannot touch a row twice (ValueError otherwise).
+        """
+        if not records:
+            return []
+        refs = [(record.ref.bucket, record.ref.key) for record in records]
+        if len(set(refs)) != len(refs):
+            raise ValueError("bulk_upsert_images takes one record per object")
+        rows = []
+        for record in records:
+            order = _order_parameters(record.ref, record.order)
+            rows.append(
+                (
+                    record.ref.bucket,
+                    record.ref.key,
+                    order["sequencer"],
+                    order["event_time"],
+                    record.product_id,
+                    record.category,
+                    record.etag,
+                    record.size_bytes,
+                    record.width,
+                    record.height,
+                    record.model_version,
+                    _check_embedding(record.embedding),
+                )
+            )
+
+        def write(connection: psycopg.Connection[TupleRow]) -> list[WriteOutcome]:
+            connection.execute(_CREATE_INCOMING, prepare=False)
+            with connection.cursor() as cursor:
+                with cursor.copy(_COPY_INCOMING) as copy:
+                    copy.set_types([kind for _, kind in _INCOMING_COLUMNS])
+                    for row in rows:
+                        copy.write_row(row)
+                applied = {(row[0], row[1]) for row in cursor.execute(_BULK_UPSERT_IMAGES, prepare=False)}
+                applied |= {(row[0], row[1]) for row in cursor.execute(_BULK_REEMBED_IMAGES, prepare=False)}
+            return ["applied" if ref in applied else "stale" for ref in refs]
 
         return self._run(write)
 
@@ -516,6 +711,113 @@ class Store:
             ]
 
         return self._run(read, vector=False)
+
+    def stored_versions(self, bucket: str, keys: Sequence[str]) -> dict[str, StoredVersion]:
+        """What the store holds for these keys of a bucket (any status); unknown keys are absent.
+        One query for a whole listing page (the backfill's skip check)."""
+
+        def read(connection: psycopg.Connection[TupleRow]) -> dict[str, StoredVersion]:
+            rows = connection.execute(
+                "SELECT key, status, etag, model_version, event_time FROM images "
+                "WHERE bucket = %s AND key = ANY(%s)",
+                (bucket, list(keys)),
+            ).fetchall()
+            return {row[0]: StoredVersion(*row[1:]) for row in rows}
+
+        return self._run(read, vector=False) if keys else {}
+
+    def images_after(
+        self, after: ObjectRef | None, *, limit: int, category: str | None = None
+    ) -> list[ImageSummary]:
+        """Embedded images in (bucket, key) order after `after` (keyset pagination: stable, and
+        a page costs the same wherever it starts). Byte order (COLLATE "C"), which is Python's
+        string order, whatever the database's locale: callers compare keys too."""
+        conditions = [sql.SQL("status = 'embedded'")]
+        if after is not None:
+            conditions.append(sql.SQL('(bucket COLLATE "C", key COLLATE "C") > (%(bucket)s, %(key)s)'))
+        if category is not None:
+            conditions.append(sql.SQL("category = %(category)s"))
+        statement = sql.SQL(
+            "SELECT bucket, key, product_id, category, width, height FROM images WHERE {conditions} "
+            'ORDER BY bucket COLLATE "C", key COLLATE "C" LIMIT %(limit)s'
+        ).format(conditions=sql.SQL(" AND ").join(conditions))
+        parameters = {
+            "bucket": after.bucket if after else None,
+            "key": after.key if after else None,
+            "category": category,
+            "limit": limit,
+        }
+
+        def read(connection: psycopg.Connection[TupleRow]) -> list[ImageSummary]:
+            return [_summary(row) for row in connection.execute(statement, parameters).fetchall()]
+
+        return self._run(read, vector=False)
+
+    def close_neighbours(
+        self,
+        refs: Sequence[ObjectRef],
+        *,
+        min_similarity: float,
+        k: int,
+        category: str | None = None,
+        ef_search: int | None = None,
+    ) -> list[CloseNeighbour]:
+        """For each embedded image of `refs`, its (at most k) nearest other images with cosine
+        similarity >= min_similarity, through the HNSW index: one k-NN search per image, all
+        in one statement (a LATERAL join), never a scan of all pairs."""
+        _check_search_arguments(k, min_similarity, ef_search)
+        if not refs:
+            return []
+
+        def read(connection: psycopg.Connection[TupleRow]) -> list[CloseNeighbour]:
+            exact = (
+                category is not None
+                and _category_size(connection, category, self.exact_category_threshold)
+                <= self.exact_category_threshold
+            )
+            if not exact:
+                connection.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), "
+                    "set_config('hnsw.iterative_scan', %s, true)",
+                    (
+                        str(max(ef_search or self.ef_search, k)),
+                        "off" if category is None else "relaxed_order",
+                    ),
+                )
+            rows = connection.execute(
+                _close_neighbours_statement(exact=exact, category=category is not None),
+                {
+                    "buckets": [ref.bucket for ref in refs],
+                    "keys": [ref.key for ref in refs],
+                    "category": category,
+                    "k": k,
+                    "max_distance": 1.0 - min_similarity,
+                },
+            ).fetchall()
+            return [
+                CloseNeighbour(ObjectRef(row[0], row[1]), _summary(row[2:8]), float(row[8])) for row in rows
+            ]
+
+        return self._run(read)
+
+    def embeddings(
+        self, *, category: str | None = None, limit: int | None = None
+    ) -> tuple[list[ImageSummary], FloatArray]:
+        """Embedded images with their embeddings ([n, 1280] float32), in (bucket, key) order."""
+
+        def read(connection: psycopg.Connection[TupleRow]) -> tuple[list[ImageSummary], FloatArray]:
+            rows = connection.execute(
+                "SELECT bucket, key, product_id, category, width, height, embedding FROM images "
+                "WHERE status = 'embedded' AND (%(category)s::text IS NULL OR category = %(category)s) "
+                "ORDER BY bucket, key LIMIT %(limit)s",
+                {"category": category, "limit": limit},
+            ).fetchall()
+            if not rows:
+                return [], np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+            vectors = np.stack([row[6].to_numpy() for row in rows]).astype(np.float32)
+            return [_summary(row[:6]) for row in rows], vectors
+
+        return self._run(read)
 
     # -- search -----------------------------------------------------------------------------
 
@@ -621,6 +923,37 @@ class Store:
             if len(best) >= k or exhausted or pool >= MAX_POOL:
                 return list(best.values())
             pool = min(pool * POOL_GROWTH, MAX_POOL)
+
+
+def _summary(row: Sequence[Any]) -> ImageSummary:
+    return ImageSummary(ObjectRef(row[0], row[1]), row[2], row[3], row[4], row[5])
+
+
+def _close_neighbours_statement(*, exact: bool, category: bool) -> sql.Composed:
+    """Per wanted image a k-NN search (the image's own embedding as the query) in a LATERAL
+    join; the same exact/iterative choice as `_search_statement` when a category filters."""
+    condition = sql.SQL(" AND near.category = %(category)s" if category else "")
+    order = sql.SQL(
+        "(near.embedding <=> wanted.embedding) + 0" if exact else "near.embedding <=> wanted.embedding"
+    )
+    return sql.SQL(
+        """SELECT wanted.bucket, wanted.key, found.bucket, found.key, found.product_id, found.category,
+               found.width, found.height, found.distance
+        FROM unnest(%(buckets)s::text[], %(keys)s::text[]) AS asked (bucket, key)
+        JOIN images AS wanted
+            ON wanted.bucket = asked.bucket AND wanted.key = asked.key AND wanted.status = 'embedded'
+        CROSS JOIN LATERAL (
+            SELECT near.bucket, near.key, near.product_id, near.category, near.width, near.height,
+                   near.embedding <=> wanted.embedding AS distance
+            FROM images AS near
+            WHERE near.status = 'embedded'{condition}
+            ORDER BY {order}
+            LIMIT %(k)s
+        ) AS found
+        WHERE found.distance <= %(max_distance)s
+            AND (found.bucket, found.key) <> (wanted.bucket, wanted.key)
+        ORDER BY wanted.bucket, wanted.key, found.distance, found.bucket, found.key"""
+    ).format(condition=condition, order=order)
 
 
 def _check_search_arguments(k: int, min_similarity: float | None, ef_search: int | None) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lookalike.backfill import LIST_PAGE_SIZE, ListedObject
 from lookalike.ingest import FetchedObject, FetchResult, ObjectGone, ObjectTooLarge, TransientError
 
 if TYPE_CHECKING:
@@ -97,6 +99,46 @@ class S3ObjectSource:
             etag=etag.strip('"') if etag else None,
             metadata=dict(response.get("Metadata", {})),
         )
+
+
+class S3ObjectLister:
+    """ListObjectsV2, a page at a time, in key order: the backfill's `ObjectLister`.
+
+    Folder markers (keys ending in "/", zero bytes: what the console's "Create folder" makes) are
+    not objects to embed and are left out. Errors propagate: a backfill stops and resumes later.
+    """
+
+    def __init__(self, client: S3Client | None = None, *, page_size: int = LIST_PAGE_SIZE) -> None:
+        self._client = client
+        self.page_size = page_size
+
+    @property
+    def client(self) -> S3Client:
+        return self._client or get_s3_client()
+
+    def list_pages(
+        self, bucket: str, prefix: str, *, start_after: str | None = None
+    ) -> Iterator[list[ListedObject]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=bucket,
+            Prefix=prefix,
+            StartAfter=start_after or "",
+            PaginationConfig={"PageSize": self.page_size},
+        )
+        for page in pages:
+            listed = [
+                ListedObject(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=item["ETag"].strip('"') if item.get("ETag") else None,
+                    last_modified=item["LastModified"],
+                )
+                for item in page.get("Contents", [])
+                if not item["Key"].endswith("/")
+            ]
+            if listed:
+                yield listed
 
 
 def _error_code(error: ClientError) -> str:

@@ -1,0 +1,158 @@
+"""Embed every image of a bucket (or prefix) that the store lacks or holds from another model.
+
+    .venv/bin/python scripts/backfill.py --bucket B [--prefix products/] [--batch-size 32]
+    .venv/bin/python scripts/backfill.py --bucket B --enqueue QUEUE_URL     (fan out to Lambda)
+
+Same code for the local stack and AWS: S3_ENDPOINT_URL points at moto/MinIO (unset: AWS),
+DATABASE_URL at the database (unset: the embedded local one is started). Interrupted runs resume
+(the store skips finished objects; a checkpoint file under LOOKALIKE_DATA_DIR skips finished
+listing pages). The progress bar goes to stderr, the summary as JSON to stdout; the exit code is
+1 if some objects failed transiently (run it again), else 0.
+
+--enqueue sends S3-notification-shaped messages to the ingest queue instead of embedding here;
+the store is consulted to skip finished objects only when DATABASE_URL is set (otherwise every
+listed object is sent: the ingest function's guard makes repeats harmless, but they cost a
+Lambda invocation each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
+
+from lookalike.backfill import (
+    DEFAULT_BATCH_SIZE,
+    BackfillSummary,
+    BatchWork,
+    Checkpoint,
+    EmbedLocally,
+    count_objects,
+    run_backfill,
+)
+from lookalike.catalogue import get_key_layout
+from lookalike.embedder import get_embedder
+from lookalike.ingest import IngestLimits
+from lookalike.settings import get_settings
+from lookalike.store import Store, get_store
+from lookalike_aws.enqueue import EnqueueForIngest
+from lookalike_aws.s3 import S3ObjectLister, S3ObjectSource
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument(
+        "--prefix", default="", help="only keys under this prefix (default: the whole bucket)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per inference call"
+    )
+    parser.add_argument("--enqueue", metavar="QUEUE_URL", help="send the keys to the ingest queue instead")
+    parser.add_argument("--limit", type=int, help="stop after this many objects (a partial run; resumable)")
+    parser.add_argument("--restart", action="store_true", help="ignore the checkpoint: list from the top")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    embedder = get_embedder()
+    store: Store | None
+    work: BatchWork
+    if args.enqueue:
+        store = get_store() if settings.database_url is not None else None
+        work = EnqueueForIngest(args.enqueue)
+        if store is None:
+            print("DATABASE_URL is not set: every listed object is enqueued", file=sys.stderr)
+    else:
+        from lookalike_local.embedded_db import ensure_database_url
+
+        ensure_database_url()
+        store = get_store()
+        store.migrate()
+        embedder.warm_up()
+        work = EmbedLocally(
+            source=S3ObjectSource(),
+            store=store,
+            embedder=embedder,
+            limits=IngestLimits(settings.max_image_bytes, settings.max_image_pixels),
+            layout=get_key_layout(),
+        )
+
+    checkpoint = Checkpoint(settings.data_dir / "backfill", args.bucket, args.prefix, embedder.model_version)
+    if args.restart:
+        checkpoint.clear()
+    lister = S3ObjectLister()
+    total = count_objects(lister, args.bucket, args.prefix, start_after=checkpoint.load())
+    bar = tqdm(
+        total=total,
+        unit="img",
+        desc=f"{work.verb} s3://{args.bucket}/{args.prefix}",
+        file=sys.stderr,
+        disable=args.no_progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+    def progress(count: int, summary: BackfillSummary) -> None:
+        bar.update(count)
+        bar.set_postfix(
+            {
+                work.verb: summary.done,
+                "skipped": summary.skipped,
+                "rejected": sum(summary.rejected.values()),
+                "failed": len(summary.failed),
+            },
+            refresh=False,
+        )
+
+    try:
+        summary = run_backfill(
+            bucket=args.bucket,
+            prefix=args.prefix,
+            lister=lister,
+            work=work,
+            model_version=embedder.model_version,
+            store=store,
+            batch_size=args.batch_size,
+            checkpoint=checkpoint,
+            limit=args.limit,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    bar.close()
+    print(_human(summary), file=sys.stderr)
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 1 if summary.failed else 0
+
+
+def _human(summary: BackfillSummary) -> str:
+    rate = f" ({summary.done / summary.elapsed_s:.1f}/s)" if summary.elapsed_s > 0 and summary.done else ""
+    lines = [
+        f"{summary.verb}: {summary.done}{rate}, skipped (up to date): {summary.skipped}, "
+        f"stale: {summary.stale}, gone: {summary.gone}, "
+        f"rejected: {sum(summary.rejected.values())}, failed: {len(summary.failed)} "
+        f"of {summary.listed} listed in {summary.elapsed_s:.1f} s"
+    ]
+    lines += [f"  rejected {key}: {reason} ({detail})" for key, reason, detail in summary.rejected_keys]
+    lines += [f"  failed {key}: {detail}" for key, detail in summary.failed]
+    if summary.resumed_after:
+        lines.append(f"  resumed after {summary.resumed_after}")
+    if summary.stopped_early:
+        lines.append("  stopped at --limit: run again to continue")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "lookalike-backfill")
+    sys.exit(main())
