@@ -108,6 +108,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="INFERENCE_THREADS (default: the template's)")
     parser.add_argument("--variant", choices=("fp32", "int8"), help="MODEL_VARIANT (default: the template's)")
     parser.add_argument("--upload-threads", type=int, default=4, help="concurrent PUTs (end-to-end phase)")
+    parser.add_argument(
+        "--upload-rate",
+        type=float,
+        help="end-to-end phase: PUTs per second, paced (default: as fast as the upload threads go)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
@@ -156,6 +161,19 @@ def main() -> None:
         for handler in ingest_module.logger.handlers:
             handler.setStream(log)
         embedder = ingest_module.get_embedder()
+        # The handler's own wall time per invocation (Powertools, parsing, logging included): the
+        # rest of the drain time is the event pump's SQS receive/delete and moto serving them.
+        handler_ms: list[tuple[int, float]] = []
+        invoke = stack.pump._invoke
+
+        def timed_invoke(event: dict[str, Any]) -> Any:
+            started = time.perf_counter()
+            try:
+                return invoke(event)
+            finally:
+                handler_ms.append((len(event["Records"]), (time.perf_counter() - started) * 1000))
+
+        stack.pump._invoke = timed_invoke
         bucket = topology.bucket
         stack.upload_catalogue([])  # switches the S3 -> SQS notification on
 
@@ -182,11 +200,13 @@ def main() -> None:
             put(index, "drain")
         upload_s = time.perf_counter() - upload_started
         log.batches.clear()
+        handler_ms.clear()
         pump_stats_before = dataclasses.replace(stack.pump.stats)
         drain_started = time.perf_counter()
         stack.pump.start()
         drain_s = wait_for(arguments.images) - drain_started
         drain_batches = list(log.batches)
+        drain_handler = list(handler_ms)
         drain_invocations = stack.pump.stats.batches - pump_stats_before.batches
         rate = arguments.images / drain_s
         print(
@@ -200,9 +220,18 @@ def main() -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         log.batches.clear()
+        handler_ms.clear()
         e2e_started = time.perf_counter()
-        with ThreadPoolExecutor(arguments.upload_threads) as pool:
-            list(pool.map(lambda index: put(index, "e2e"), range(arguments.images)))
+        if arguments.upload_rate:
+            # Paced like a steady stream of uploads: the queue stays shallow when ingest keeps up.
+            for index in range(arguments.images):
+                delay = e2e_started + index / arguments.upload_rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                put(index, "e2e")
+        else:
+            with ThreadPoolExecutor(arguments.upload_threads) as pool:
+                list(pool.map(lambda index: put(index, "e2e"), range(arguments.images)))
         e2e_uploaded = time.perf_counter() - e2e_started
         e2e_s = wait_for(2 * arguments.images) - e2e_started
         e2e_batches = list(log.batches)
@@ -218,6 +247,10 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     drain_stages = stage_medians(drain_batches)
+    handler_total_ms = sum(ms for _, ms in drain_handler)
+    drain_stages["handler_total"] = round(statistics.median(ms / count for count, ms in drain_handler), 2)
+    # Drain time outside the handler, per image: SQS receive + delete through moto, pump waits.
+    drain_stages["outside_handler"] = round((drain_s * 1000 - handler_total_ms) / arguments.images, 2)
     e2e_stages = stage_medians(e2e_batches)
     batch_sizes = [batch.get("images_in_inference", 0) for batch in drain_batches + e2e_batches]
     print(f"drain stage medians, ms per image: {drain_stages}", flush=True)
@@ -236,6 +269,7 @@ def main() -> None:
         "stage_median_ms_per_image": drain_stages,
         "end_to_end_stage_median_ms_per_image": e2e_stages,
         "messages_failed": failed,
+        "upload_rate": arguments.upload_rate,
     }
     if arguments.out is not None:
         arguments.out.parent.mkdir(parents=True, exist_ok=True)
