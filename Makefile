@@ -56,7 +56,9 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(ARGS)
 
 bench-query: $(STAMP)
-	$(BIN)/python scripts/bench_query.py $(ARGS)
+	@mkdir -p .data
+	set -o pipefail; $(BIN)/python scripts/bench_query.py $(ARGS) | tee .data/bench-query.log
+	tail -n 1 .data/bench-query.log > docs/bench/query.json
 
 # Benchmarks and retrieval quality (docs/BENCHMARKS.md): each writes docs/bench/*.json and its plots.
 bench-embed: $(STAMP)
@@ -121,7 +123,7 @@ sam-venv: $(SAM_STAMP)
 # .aws-sam/build: the functions and the three layers, ready for `sam deploy`. --cached rebuilds
 # only what changed (source hashes in .aws-sam/cache).
 build: $(SAM_STAMP)
-	$(SAM_ENV) $(SAM) build --cached --template-file template.yaml $(ARGS)
+	$(SAM_ENV) $(SAM) build --cached --template-file template.yaml $(BUILD_ARGS)
 
 validate: $(SAM_STAMP)
 	$(SAM_VENV)/bin/cfn-lint template.yaml

@@ -9,7 +9,6 @@ published samples in events/, rewritten only where they must point at what the t
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import os
@@ -19,7 +18,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +36,7 @@ from lookalike.store import ObjectRef, Store, get_store, reset_store
 from lookalike_aws.s3 import reset_s3_client
 from lookalike_aws.secrets import reset_database_secret
 from lookalike_local.embedded_db import EmbeddedPostgres
+from lookalike_local.lambda_runtime import LambdaContext, load_handler
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,35 +49,11 @@ def published(name: str) -> dict[str, Any]:
     return event
 
 
-@dataclass
-class FakeLambdaContext:
-    """What Lambda passes as `context` (the fields Powertools reads)."""
-
-    function_name: str = "lookalike-ingest"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:lookalike-ingest"
-    log_group_name: str = "/aws/lambda/lookalike-ingest"
-    log_stream_name: str = "2026/11/01/[$LATEST]test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 @pytest.fixture(scope="module")
 def ingest_app() -> ModuleType:
     """The handler module, loaded from its file as Lambda does (module-level init runs once)."""
-    sys.path.insert(0, str(HANDLER_FILE.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("lookalike_ingest_app_under_test", HANDLER_FILE)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(HANDLER_FILE.parent))
-    return module
+    handler = load_handler(HANDLER_FILE, "lookalike_ingest_app_under_test")
+    return sys.modules[handler.__module__]
 
 
 class Sequencer:
@@ -166,7 +142,7 @@ class Harness:
         self.capsys.readouterr()
         self.log_stream.seek(0)
         self.log_stream.truncate()
-        response: dict[str, Any] = self.app.lambda_handler(event, FakeLambdaContext())
+        response: dict[str, Any] = self.app.lambda_handler(event, LambdaContext("lookalike-ingest", 1024, 60))
         return response
 
     def log_lines(self) -> list[dict[str, Any]]:
