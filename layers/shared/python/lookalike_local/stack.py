@@ -252,14 +252,18 @@ class LocalStack:
         return states
 
     def _embedded_etags(self, keys: list[str]) -> dict[str, str]:
+        """ETags of the objects embedded with the current model version: an object embedded by
+        another model (e.g. after MODEL_VARIANT changed) goes through ingest again."""
+        from lookalike.embedder import get_embedder
         from lookalike.store import ObjectRef
 
         with LocalFunction.exclusive():
             store = self._store()
+            current = get_embedder().model_version
             etags = {}
             for key in keys:
                 image = store.get_image(ObjectRef(self.topology.bucket, key))
-                if image is not None and image.etag:
+                if image is not None and image.etag and image.model_version == current:
                     etags[key] = image.etag.strip('"')
         return etags
 
