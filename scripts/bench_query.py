@@ -35,8 +35,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +43,6 @@ from urllib.parse import quote, urlencode, urlsplit
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from PIL import Image, ImageEnhance, ImageOps
 from psycopg import sql
@@ -53,7 +50,8 @@ from psycopg import sql
 from lookalike.embedder import get_embedder
 from lookalike.images import decode_image
 from lookalike.settings import get_settings, reset_settings
-from lookalike.store import EMBEDDING_DIM, get_store, migrate, reset_store
+from lookalike.store import EMBEDDING_DIM, get_store, reset_store
+from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.http_api import http_api_event, match_route
 from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
@@ -81,13 +79,7 @@ FloatArray = npt.NDArray[np.float32]
 # --- data ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    product_id: str
-    category: str
-    key: str
-    width: int
-    height: int
+Row = BulkRow  # one stored image of the benchmark catalogue
 
 
 def edited_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -220,50 +212,17 @@ def is_seeded(url: str, marker: str) -> bool:
 
 
 def seed(url: str, rows: list[Row], vectors: FloatArray, marker: str) -> dict[str, float]:
-    """A fresh schema (the store's migration), the rows by binary COPY, then the schema's own
-    HNSW index (its definition read back from the catalog), built once over all rows."""
-    now = datetime.now(UTC)
+    """A fresh schema with the rows and the schema's own HNSW index (lookalike_local.bulk_load),
+    marked so that a later run with the same rows and seed can reuse it."""
+    times = reload_images(
+        url, bucket=BUCKET, model_version=get_embedder().model_version, rows=rows, vectors=vectors
+    )
     with psycopg.connect(url) as connection:
-        with connection.transaction():
-            connection.execute("DROP SCHEMA IF EXISTS public CASCADE")
-            connection.execute("CREATE SCHEMA public")
-        migrate(connection)
-        register_vector(connection)
-        index_row = connection.execute("SELECT pg_get_indexdef('images_embedding_hnsw'::regclass)").fetchone()
-        assert index_row is not None
-        index_definition = str(index_row[0])
-        connection.execute("DROP INDEX images_embedding_hnsw")
-        started = time.perf_counter()
-        columns = (
-            "bucket, key, status, product_id, category, event_time, model_version, width, height, embedding"
-        )
-        model_version = get_embedder().model_version
-        statement = f"COPY images ({columns}) FROM STDIN WITH (FORMAT BINARY)"
-        with connection.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types(
-                ["text", "text", "text", "text", "text", "timestamptz", "text", "int4", "int4", "halfvec"]
-            )
-            for row, vector in zip(rows, vectors, strict=True):
-                copy.write_row(
-                    (BUCKET, row.key, "embedded", row.product_id, row.category, now, model_version,
-                     row.width, row.height, HalfVector(vector))
-                )  # fmt: skip
-        connection.commit()
-        copy_s = time.perf_counter() - started
-        # ANCHORS: the graph of 100k halfvec rows is ~390 MB; with less maintenance memory the
-        # build spills and slows down several-fold.
-        connection.execute("SET maintenance_work_mem = '1GB'")
-        started = time.perf_counter()
-        connection.execute(sql.SQL(index_definition))  # read from the catalog
-        connection.commit()
-        index_s = time.perf_counter() - started
-        connection.execute("ANALYZE images")
         connection.execute(sql.SQL("COMMENT ON TABLE images IS {}").format(sql.Literal(marker)))
-        connection.commit()
     return {
-        "copy_s": round(copy_s, 1),
-        "copy_rows_per_s": round(len(rows) / copy_s),
-        "index_build_s": round(index_s, 1),
+        "copy_s": round(times.copy_s, 1),
+        "copy_rows_per_s": round(len(rows) / times.copy_s),
+        "index_build_s": round(times.index_build_s, 1),
     }
 
 

@@ -17,7 +17,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,8 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
-from lookalike.store import EMBEDDING_DIM, Store, _search_statement, migrate
+from lookalike.store import EMBEDDING_DIM, Store, _search_statement
+from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import ensure_database_url
 
 SCRATCH_DATABASE = "lookalike_measure_category"
@@ -53,36 +53,10 @@ def scratch_url(url: str) -> str:
 
 
 def load(url: str, vectors: npt.NDArray[np.float32], categories: list[str]) -> float:
-    """COPY the rows, then build the HNSW index (what a bulk import does); returns build seconds."""
-    now = datetime.now(UTC)
-    with psycopg.connect(url) as connection:
-        with connection.transaction():
-            connection.execute("DROP SCHEMA public CASCADE")
-            connection.execute("CREATE SCHEMA public")
-        migrate(connection)
-        register_vector(connection)
-        connection.execute("DROP INDEX images_embedding_hnsw")
-        columns = (
-            "bucket, key, status, product_id, category, event_time, model_version, width, height, embedding"
-        )
-        with connection.cursor() as cursor, cursor.copy(f"COPY images ({columns}) FROM STDIN") as copy:
-            for index, vector in enumerate(vectors):
-                copy.write_row(
-                    ("bench", f"k/{index}", "embedded", f"p{index}", categories[index], now, "m", 1, 1,
-                     HalfVector(vector))
-                )  # fmt: skip
-        connection.commit()
-        connection.execute("SET maintenance_work_mem = '1GB'")
-        started = time.perf_counter()
-        connection.execute(
-            "CREATE INDEX images_embedding_hnsw ON images "
-            "USING hnsw (embedding halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
-        connection.commit()
-        build_s = time.perf_counter() - started
-        connection.execute("ANALYZE images")
-        connection.commit()
-    return build_s
+    """COPY the rows, then build the schema's HNSW index (what a bulk import does); returns
+    the index build's seconds."""
+    rows = [BulkRow(f"p{index}", category, f"k/{index}", 1, 1) for index, category in enumerate(categories)]
+    return reload_images(url, bucket="bench", model_version="m", rows=rows, vectors=vectors).index_build_s
 
 
 def measure(
