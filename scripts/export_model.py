@@ -180,11 +180,8 @@ def photo_views(names: tuple[str, ...], count: int, seed: int) -> list[np.ndarra
 
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file: the card pins exactly which bytes were built and measured."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def weights_file() -> Path:
