@@ -21,11 +21,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from tqdm import tqdm  # type: ignore[import-untyped]
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
 
 from lookalike.backfill import (
     DEFAULT_BATCH_SIZE,

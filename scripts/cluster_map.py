@@ -33,8 +33,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
-
 from lookalike.settings import get_settings
 from lookalike.store import ImageSummary, Store, get_store
 

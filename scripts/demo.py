@@ -27,8 +27,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
-
 from lookalike_local.catalogue import catalogue, query_photo
 from lookalike_local.stack import TEMPLATE, LocalStack
 

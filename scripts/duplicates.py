@@ -27,8 +27,6 @@ import numpy as np
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
-
 from lookalike.duplicates import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SCAN_LIMIT,

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared" / "python"))
-
 from lookalike.embedder import get_embedder
 from lookalike.images import ImageRejected, decode_image
 from lookalike.settings import get_settings

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "layers" / "shared" / "python"))
 
 from lookalike_local.lambda_runtime import load_handler  # noqa: E402
 
