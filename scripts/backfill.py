@@ -34,8 +34,8 @@ from lookalike.backfill import (
     run_backfill,
 )
 from lookalike.catalogue import get_key_layout
-from lookalike.embedder import get_embedder
 from lookalike.ingest import IngestLimits
+from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings
 from lookalike.store import Store, get_store
 from lookalike_aws.enqueue import EnqueueForIngest

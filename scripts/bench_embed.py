@@ -231,8 +231,8 @@ def summarise(times: list[float]) -> dict[str, Any]:
 
 
 def measure_inference(batch: FloatArray, rounds: int, torch: TorchRunner | None) -> dict[str, list[float]]:
-    from lookalike.embedder import Embedder
-    from lookalike.model_card import load_model_card
+    from lookalike.model.card import load_model_card
+    from lookalike.model.embedder import Embedder
 
     card = load_model_card(MODEL_DIR)
     runners: dict[str, Callable[[int], list[float]]] = {}
@@ -246,7 +246,7 @@ def measure_inference(batch: FloatArray, rounds: int, torch: TorchRunner | None)
                     times = []
                     for _ in range(calls):
                         started = time.perf_counter()
-                        embedder.run(batch[:size])
+                        embedder.infer(batch[:size])
                         times.append((time.perf_counter() - started) * 1000)
                     return times
 
@@ -281,9 +281,9 @@ started = time.perf_counter()
 import numpy, onnxruntime, PIL.Image
 imported_runtime = time.perf_counter()
 from pathlib import Path
-from lookalike.embedder import Embedder
+from lookalike.model.embedder import Embedder
 from lookalike.images import decode_image
-from lookalike.model_card import load_model_card
+from lookalike.model.card import load_model_card
 imported = time.perf_counter()
 embedder = Embedder(load_model_card(Path(sys.argv[1])), variant=sys.argv[2], threads=1)
 embedder.session
@@ -320,9 +320,9 @@ def measure_cold_start(jpeg: Path, tries: int) -> dict[str, list[dict[str, float
 
 
 def measure_decode(photos: list[Any], rounds: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    from lookalike.embedder import Embedder
     from lookalike.images import decode_image
-    from lookalike.model_card import load_model_card
+    from lookalike.model.card import load_model_card
+    from lookalike.model.embedder import Embedder
 
     embedder = Embedder(load_model_card(MODEL_DIR), threads=1)
     jpegs = {mp: [jpeg_of(photo, mp) for photo in photos] for mp in (1.0, 2.0, 3.0)}
@@ -334,13 +334,13 @@ def measure_decode(photos: list[Any], rounds: int) -> tuple[dict[str, list[float
                 decode_image(f, max_bytes=50_000_000, max_pixels=50_000_000, draft_size=None).image
                 for f in files
             ]
-        )
+        ).vectors
         draft = embedder.embed(
             [
                 decode_image(f, max_bytes=50_000_000, max_pixels=50_000_000, draft_size=256).image
                 for f in files
             ]
-        )
+        ).vectors
         cosines[f"{mp:g}mp"] = round(float(np.min(np.sum(full * draft, axis=1))), 4)
     for round_index in range(rounds):
         for mp, files in jpegs.items():
@@ -400,8 +400,8 @@ def main() -> None:
         torch_worker(arguments.torch_worker)
         return
 
-    from lookalike.embedder import Embedder
-    from lookalike.model_card import load_model_card
+    from lookalike.model.card import load_model_card
+    from lookalike.model.embedder import Embedder
     from lookalike_local.samples import sample_photos
 
     started_at = datetime.now(UTC)
@@ -416,7 +416,7 @@ def main() -> None:
         print(f"PyTorch: {torch_where}", flush=True)
         parity: float | None = None
         if torch is not None:
-            ort_embeddings = Embedder(card, variant="fp32").run(batch).embeddings
+            ort_embeddings = Embedder(card, variant="fp32").infer(batch).vectors
             torch_embeddings = torch.embeddings()
             torch_embeddings /= np.linalg.norm(torch_embeddings, axis=1, keepdims=True)
             parity = float(np.min(np.sum(ort_embeddings * torch_embeddings, axis=1)))

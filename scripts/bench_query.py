@@ -47,8 +47,8 @@ from pgvector.psycopg import register_vector
 from PIL import Image, ImageEnhance, ImageOps
 from psycopg import sql
 
-from lookalike.embedder import get_embedder
 from lookalike.images import decode_image
+from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings, reset_settings
 from lookalike.store import EMBEDDING_DIM, get_store, reset_store
 from lookalike_local.bulk_load import BulkRow, reload_images
@@ -121,7 +121,9 @@ def real_rows(rng: np.random.Generator) -> tuple[list[Row], FloatArray]:
             rows.append(Row(product, "photos", key, image.width, image.height))
             images.append(image)
     embedder = get_embedder()
-    embeddings = np.concatenate([embedder.embed(images[i : i + 32]) for i in range(0, len(images), 32)])
+    embeddings = np.concatenate(
+        [embedder.embed(images[i : i + 32]).vectors for i in range(0, len(images), 32)]
+    )
     return rows, embeddings.astype(np.float32)
 
 
@@ -512,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
         limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
         decoded = [decode_image(jpeg, **limits).image for jpeg in jpegs]
-        image_queries = np.stack([as_halfvec(e) for e in get_embedder().embed(decoded)])
+        image_queries = np.stack([as_halfvec(e) for e in get_embedder().embed(decoded).vectors])
         image_truth = exact.top_products(image_queries, [None] * len(jpegs), K)
         bodies = [jpegs[i % len(jpegs)] for i in range(arguments.requests)]
         found, search_latencies = timed_calls([partial(function.search, b) for b in bodies])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.embedder import get_embedder
 from lookalike.images import ImageRejected, decode_image
+from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings
 
 
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"path": str(path), "error": str(error), "reason": reason}))
             failures += 1
             continue
-        result = embedder.embed_images([decoded.image])
+        result = embedder.embed([decoded.image], logits=True)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        embedding, logits = result.embeddings[0], result.logits[0]
+        assert result.logits is not None  # the base model's classifier
+        embedding, logits = result.vectors[0], result.logits[0]
         top5 = [int(i) for i in np.argsort(logits)[::-1][:5]]
         line = {
             "path": str(path),

@@ -44,9 +44,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from lookalike.embedder import Embedder
-from lookalike.images import ResizeMode, decode_image
-from lookalike.model_card import load_model_card
+from lookalike.images import decode_image
+from lookalike.model.card import load_model_card
+from lookalike.model.embedder import Embedder
+from lookalike.model.preprocess import ResizeMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
@@ -230,7 +231,7 @@ def embed_all(items: list[Item], embedders: dict[str, Embedder], chunk: int = 32
     for start in range(0, len(items), chunk):
         images = [decode_image(item.load(), **LIMITS).image for item in items[start : start + chunk]]
         for name, embedder in embedders.items():
-            out[name].append(embedder.embed(images))
+            out[name].append(embedder.embed(images).vectors)
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
@@ -309,7 +310,7 @@ def main() -> None:
     started = time.perf_counter()
 
     card = load_model_card(MODEL_DIR)
-    default_name = f"{card.default_variant}/{card.default_resize_mode}"
+    default_name = f"{card.default_variant}/{card.preprocessing.default_resize_mode}"
     embedders = {
         f"{variant}/{mode}": Embedder(card, variant=variant, resize_mode=mode, threads=arguments.threads)
         for variant, mode in CONFIGS

@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lookalike.catalogue import get_key_layout
-from lookalike.embedder import get_embedder
 from lookalike.ingest import IngestLimits, ingest_batch
+from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings
 from lookalike.store import Store, get_store
 from lookalike_aws.events import parse_invocation

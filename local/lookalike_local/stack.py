@@ -254,7 +254,7 @@ class LocalStack:
     def _embedded_etags(self, keys: list[str]) -> dict[str, str]:
         """ETags of the objects embedded with the current model version: an object embedded by
         another model (e.g. after MODEL_VARIANT changed) goes through ingest again."""
-        from lookalike.embedder import get_embedder
+        from lookalike.model.embedder import get_embedder
         from lookalike.store import ObjectRef
 
         with LocalFunction.exclusive():

@@ -24,8 +24,8 @@ from lookalike.backfill import (
     run_backfill,
 )
 from lookalike.catalogue import KeyLayout
-from lookalike.embedder import Embedder, get_embedder
 from lookalike.ingest import IngestLimits, ingest_batch
+from lookalike.model.embedder import Embedder, get_embedder
 from lookalike.store import EventOrder, ObjectRef, Store
 from lookalike_aws.enqueue import EnqueueForIngest
 from lookalike_aws.events import parse_invocation

@@ -13,8 +13,8 @@ from types import ModuleType
 import pytest
 from PIL import Image
 
-from lookalike.embedder import get_embedder
 from lookalike.images import decode_image
+from lookalike.model.embedder import get_embedder
 from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store
 from lookalike_local.catalogue import catalogue
 
@@ -42,7 +42,7 @@ def store(clean_database: str) -> Iterator[Store]:
     store.migrate()
     objects = [item for item in catalogue() if item.product_id in PRODUCTS]
     images = [decode_image(item.body(), max_bytes=10**8, max_pixels=10**9).image for item in objects]
-    embeddings = get_embedder().embed(images)
+    embeddings = get_embedder().embed(images).vectors
     store.upsert_images(
         [
             ImageRecord(

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lookalike.embedder import get_embedder
+from lookalike.model.embedder import get_embedder
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -277,7 +277,7 @@ sys.path[:0] = layers
 from PIL import Image
 import numpy, onnxruntime, psycopg, pgvector.psycopg, boto3, aws_lambda_powertools
 from aws_lambda_powertools import Logger, Metrics, Tracer  # Tracer needs aws-xray-sdk
-from lookalike.embedder import get_embedder
+from lookalike.model.embedder import get_embedder
 assert psycopg.pq.__impl__ == "binary", psycopg.pq.__impl__
 handlers = {}
 for name, path in json.loads(sys.argv[3]).items():
@@ -286,7 +286,7 @@ for name, path in json.loads(sys.argv[3]).items():
     spec.loader.exec_module(module)  # the ingest handler builds the ONNX session at import
     handlers[name] = callable(getattr(module, "lambda_handler", None))
 with Image.open(sys.argv[2]) as image:
-    embedding = get_embedder().embed([image.convert("RGB")])
+    embedding = get_embedder().embed([image.convert("RGB")]).vectors
 allowed = [os.path.dirname(os.__file__), *layers]
 allowed += [os.path.dirname(path) for path in json.loads(sys.argv[3]).values()]
 outside = sorted(
@@ -353,7 +353,7 @@ def test_x86_64_build_of_the_layers_imports_the_handlers_and_embeds(
     assert all(found["handlers"].values()), found["handlers"]
     assert found["shape"] == [1, 1280]
     # The same photo embedded by the development environment: the layer computes the same thing.
-    expected = get_embedder().embed([photo.open_rgb()])[0]
+    expected = get_embedder().embed([photo.open_rgb()]).vectors[0]
     cosine = float(np.dot(np.asarray(found["embedding"], dtype=np.float32), expected))
     assert found["model_version"] == get_embedder().model_version
     assert cosine > 0.9999, cosine

@@ -19,7 +19,7 @@ from lookalike.duplicates import (
     duplicate_groups_page,
     encode_cursor,
 )
-from lookalike.embedder import FloatArray, get_embedder
+from lookalike.model.embedder import FloatArray, get_embedder
 from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store
 from lookalike_local.samples import SamplePhoto
 
@@ -51,7 +51,7 @@ def catalogue(photos: list[SamplePhoto]) -> list[tuple[str, str, str, FloatArray
             # Copies as a shop gets them: re-uploaded under another product id.
             for edit, copy in _edits(original).items():
                 images.append((f"{photo.name}-{edit}/copy.jpg", f"{photo.name}-{edit}", category, copy))
-    embeddings = get_embedder().embed([image for *_, image in images])
+    embeddings = get_embedder().embed([image for *_, image in images]).vectors
     return [(key, product, category, embeddings[i]) for i, (key, product, category, _) in enumerate(images)]
 
 

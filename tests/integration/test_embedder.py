@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.embedder import Embedder, get_embedder, reset_embedder
 from lookalike.images import decode_image
-from lookalike.model_card import load_model_card
+from lookalike.model.card import load_model_card
+from lookalike.model.embedder import Embedder, get_embedder
 from lookalike.settings import get_settings
 from lookalike_local.samples import SamplePhoto
 
@@ -39,14 +39,15 @@ def reencoded_copy(image: Image.Image) -> Image.Image:
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_chelsea_is_a_cat_and_coffee_is_espresso(photos: list[SamplePhoto], variant: str) -> None:
     model = Embedder(load_model_card(get_settings().model_dir), variant=variant, threads=1)
-    result = model.embed_images([photo(photos, "chelsea"), photo(photos, "coffee")])
+    result = model.embed([photo(photos, "chelsea"), photo(photos, "coffee")], logits=True)
+    assert result.logits is not None
     top = np.argsort(result.logits, axis=1)[:, ::-1]
     assert int(top[0, 0]) in CAT_CLASSES, f"chelsea top-5 {top[0, :5]}"
     assert int(top[1, 0]) == ESPRESSO, f"coffee top-5 {top[1, :5]}"
 
 
 def test_embeddings_are_unit_length_float32(embedder: Embedder, photos: list[SamplePhoto]) -> None:
-    embeddings = embedder.embed([p.open_rgb() for p in photos])
+    embeddings = embedder.embed([p.open_rgb() for p in photos]).vectors
     assert embeddings.shape == (len(photos), 1280)
     assert embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
@@ -59,16 +60,16 @@ def test_embeddings_are_deterministic_and_batch_independent(
     embedder: Embedder, photos: list[SamplePhoto]
 ) -> None:
     images = [p.open_rgb() for p in photos[:4]]
-    batch = embedder.embed(images)
-    again = embedder.embed(images)
-    one_by_one = np.concatenate([embedder.embed([image]) for image in images])
+    batch = embedder.embed(images).vectors
+    again = embedder.embed(images).vectors
+    one_by_one = np.concatenate([embedder.embed([image]).vectors for image in images])
     np.testing.assert_array_equal(batch, again)
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
 
 
 def test_reencoded_copy_is_nearest_to_its_original(embedder: Embedder, photos: list[SamplePhoto]) -> None:
-    originals = embedder.embed([p.open_rgb() for p in photos])
-    copies = embedder.embed([reencoded_copy(p.open_rgb()) for p in photos])
+    originals = embedder.embed([p.open_rgb() for p in photos]).vectors
+    copies = embedder.embed([reencoded_copy(p.open_rgb()) for p in photos]).vectors
     similarity = copies @ originals.T
     nearest = similarity.argmax(axis=1)
     assert list(nearest) == list(range(len(photos))), similarity.round(2)
@@ -80,8 +81,8 @@ def test_reencoded_copy_is_nearest_to_its_original(embedder: Embedder, photos: l
 def test_int8_variant_stays_close_to_fp32(photos: list[SamplePhoto]) -> None:
     card = load_model_card(get_settings().model_dir)
     images = [p.open_rgb() for p in photos]
-    fp32 = Embedder(card, variant="fp32").embed(images)
-    int8 = Embedder(card, variant="int8").embed(images)
+    fp32 = Embedder(card, variant="fp32").embed(images).vectors
+    int8 = Embedder(card, variant="int8").embed(images).vectors
     cosine = np.sum(fp32 * int8, axis=1)
     assert cosine.mean() > 0.97, cosine
     assert cosine.min() > 0.93, cosine
@@ -89,19 +90,28 @@ def test_int8_variant_stays_close_to_fp32(photos: list[SamplePhoto]) -> None:
 
 def test_thread_count_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERENCE_THREADS", "1")
-    reset_embedder()
+    get_embedder.cache_clear()
     try:
         embedder = get_embedder()
         assert embedder.threads == 1
         assert embedder.session.get_session_options().intra_op_num_threads == 1
         assert get_embedder() is embedder  # one session per process
     finally:
-        reset_embedder()
+        get_embedder.cache_clear()
     assert get_embedder() is not embedder
+
+
+def test_logits_only_when_asked(embedder: Embedder, photos: list[SamplePhoto]) -> None:
+    images = [p.open_rgb() for p in photos[:2]]
+    assert embedder.embed(images).logits is None
+    with_logits = embedder.embed(images, logits=True)
+    assert with_logits.logits is not None
+    assert with_logits.logits.shape == (2, 1000)
+    np.testing.assert_array_equal(with_logits.vectors, embedder.embed(images).vectors)
 
 
 def test_model_version_names_model_variant_and_preprocessing(embedder: Embedder) -> None:
     card = embedder.card
-    assert embedder.model_version == f"{card.model_version}/fp32/{card.default_resize_mode}"
+    assert embedder.model_version == f"{card.model_version}/fp32/{card.preprocessing.default_resize_mode}"
     center = Embedder(card, variant="fp32", resize_mode="center_crop")
     assert center.model_version != embedder.model_version

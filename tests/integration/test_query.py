@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image
 
-from lookalike.embedder import get_embedder
+from lookalike.model.embedder import get_embedder
 from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store, reset_store
 from lookalike_aws.s3 import get_s3_client
 from lookalike_local.embedded_db import EmbeddedPostgres
@@ -115,7 +115,7 @@ def catalogue(
     embedder = get_embedder()
     originals = [photo.open_rgb() for photo in photos]
     rotated = [image.transpose(Image.Transpose.ROTATE_90) for image in originals]
-    embeddings = embedder.embed(originals + rotated)
+    embeddings = embedder.embed(originals + rotated).vectors
     now = datetime.now(UTC)
     records = []
     for index, (photo, image) in enumerate(zip(photos + photos, originals + rotated, strict=True)):
@@ -148,7 +148,7 @@ def catalogue(
             width=second.width,
             height=second.height,
             model_version=embedder.model_version,
-            embedding=embedder.embed([second])[0],
+            embedding=embedder.embed([second]).vectors[0],
         )
     )
     assert store.upsert_images(records) == ["applied"] * len(records)

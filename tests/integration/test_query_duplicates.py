@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 from PIL import Image, ImageOps
 
-from lookalike.embedder import get_embedder
+from lookalike.model.embedder import get_embedder
 from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store, reset_store
 from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
 from lookalike_local.samples import SamplePhoto
@@ -68,7 +68,7 @@ def store(clean_database: str, monkeypatch: pytest.MonkeyPatch, photos: list[Sam
             images.append(
                 (f"products/{category}/{photo.name}-mirror/front.jpg", category, ImageOps.mirror(original))
             )
-    embeddings = get_embedder().embed([image for *_, image in images])
+    embeddings = get_embedder().embed([image for *_, image in images]).vectors
     now = datetime.now(UTC)
     store.upsert_images(
         [

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lookalike.catalogue import KeyLayout
-from lookalike.embedder import Embedder
 from lookalike.ingest import IngestLimits, ObjectEvent, ObjectSource, embed_objects
+from lookalike.model.embedder import Embedder
 from lookalike.store import Store, StoredVersion
 
 # ListObjectsV2 returns at most 1000 keys a page; the store check is one query per page.

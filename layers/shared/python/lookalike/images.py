@@ -1,4 +1,4 @@
-"""Hardened image decoding and the model's preprocessing, as plain functions.
+"""Hardened image decoding, as plain functions.
 
 Uploads are untrusted: the decoder accepts an allow-list of formats, refuses empty, oversized,
 truncated and decompression-bomb files with a specific `ImageRejected` subclass (its `reason`
@@ -13,17 +13,14 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats a product photo arrives in. Everything else (PSD, EPS, ICO, PDF, ...) is refused
 # before a decoder runs: fewer decoders, fewer parser bugs exposed to uploads.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
-
-ResizeMode = Literal["squash", "center_crop"]
 
 
 class ImageRejected(ValueError):  # noqa: N818 - a rejection is an outcome, not a crash
@@ -73,7 +70,6 @@ class DecodedImage:
     """An upright RGB image plus what the store records about the original."""
 
     image: Image.Image
-    format: str
     width: int  # of the original, after EXIF orientation
     height: int
 
@@ -164,7 +160,7 @@ def decode_image(
     width, height = header_size
     if orientation in {5, 6, 7, 8}:  # these EXIF orientations swap the axes
         width, height = height, width
-    return DecodedImage(image=rgb, format=str(image.format), width=width, height=height)
+    return DecodedImage(image=rgb, width=width, height=height)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -189,39 +185,3 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode != "RGB":
         image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, RGBX, ...
     return image
-
-
-def resize_for_model(image: Image.Image, size: int, mode: ResizeMode, crop_fraction: float) -> Image.Image:
-    """Resize an RGB image to size x size as the model card's resize mode says."""
-    if mode == "squash":
-        return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    short_side = round(size / crop_fraction)
-    width, height = image.size
-    scale = short_side / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        Image.Resampling.BILINEAR,
-        reducing_gap=3.0,
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
-
-
-def to_model_input(
-    images: list[Image.Image],
-    *,
-    size: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    mode: ResizeMode,
-    crop_fraction: float,
-) -> npt.NDArray[np.float32]:
-    """Stack RGB images into the model's NCHW float32 batch: resize, then (x - mean) / std."""
-    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
-    mean_array = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    inverse_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(3, 1, 1)
-    for index, image in enumerate(images):
-        pixels = np.asarray(resize_for_model(image, size, mode, crop_fraction), dtype=np.float32)
-        batch[index] = (pixels.transpose(2, 0, 1) - mean_array) * inverse_std
-    return batch

@@ -33,8 +33,8 @@ from typing import Literal, Protocol
 import psycopg
 
 from lookalike.catalogue import KeyLayout, product_identity
-from lookalike.embedder import Embedder, FloatArray
 from lookalike.images import DecodedImage, ImageRejected, ImageTooLarge, decode_image
+from lookalike.model.embedder import Embedder, FloatArray
 from lookalike.store import EventOrder, ImageRecord, ObjectRef, Rejection, Store, normalise_sequencer
 
 ObjectEventKind = Literal["created", "removed"]
@@ -316,7 +316,7 @@ def embed_objects(
 
     if images:
         started = time.perf_counter()
-        embeddings = embedder.embed_images([item.decoded.image for item in images]).embeddings
+        embeddings = embedder.embed([item.decoded.image for item in images]).vectors
         timings.inference_ms = (time.perf_counter() - started) * 1000
         result.records = [
             (item.event, _record(item, embedding, layout, embedder.model_version))

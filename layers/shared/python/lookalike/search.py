@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lookalike.embedder import Embedder
 from lookalike.images import decode_image
+from lookalike.model.embedder import Embedder
 from lookalike.settings import Settings
 from lookalike.store import Neighbour, Store
 
@@ -38,7 +38,7 @@ def search_by_image(
 ) -> list[Neighbour]:
     """Nearest products to an uploaded photo; raises `ImageRejected` for a bad image."""
     decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    embedding = embedder.embed([decoded.image])[0]
+    embedding = embedder.embed([decoded.image]).vectors[0]
     return store.search(
         embedding, k=parameters.k, category=parameters.category, min_similarity=parameters.min_similarity
     )

@@ -15,8 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
 
+from lookalike.model.preprocess import RESIZE_MODES, ResizeMode
+
 ModelVariant = Literal["fp32", "int8"]
-ResizeMode = Literal["squash", "center_crop"]
 
 # The repository layout puts the model layer next to the shared package; in Lambda the
 # model layer is mounted at /opt/model and MODEL_DIR says so explicitly.
@@ -119,7 +120,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
         model_dir=_model_dir(env),
         model_variant=_choice(env, "MODEL_VARIANT", get_args(ModelVariant)),
-        resize_mode=_choice(env, "RESIZE_MODE", get_args(ResizeMode)),
+        resize_mode=_choice(env, "RESIZE_MODE", RESIZE_MODES),
         # ONNX Runtime otherwise sizes its pool from the host's cores, not the function's
         # vCPU share; on Lambda that oversubscribes. Default: what this process may use.
         inference_threads=_int(env, "INFERENCE_THREADS", min(cpu_count, 2), minimum=1, maximum=64),

@@ -1,0 +1,124 @@
+"""The ONNX Runtime session wrapper: decoded RGB images in, L2-normalised float32 embeddings out.
+
+One `Embedder` (one ONNX session) per process and model: `get_embedder()` builds the configured
+one lazily and reuses it for every later invocation of a warm Lambda container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache, cached_property
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from PIL import Image
+
+from lookalike.model.card import ModelCard, ModelCardError, load_model_card
+from lookalike.model.preprocess import ResizeMode, to_model_input
+from lookalike.settings import get_settings
+
+FloatArray = npt.NDArray[np.float32]
+
+# Batches are split into chunks of this many images: activations grow linearly with the batch,
+# and this size bounds the peak memory of one call (docs/BENCHMARKS.md, "Embedding speed").
+MAX_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: FloatArray  # [N, dim], unit length
+    logits: FloatArray | None = None  # [N, classes]: only when asked for, and only a classifier has them
+
+
+def l2_normalise(vectors: FloatArray) -> FloatArray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # An all-zero vector stays zero instead of becoming NaN (the store refuses it).
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0).astype(np.float32)
+
+
+class Embedder:
+    def __init__(
+        self,
+        card: ModelCard,
+        *,
+        variant: str | None = None,
+        resize_mode: ResizeMode | None = None,
+        threads: int = 1,
+    ) -> None:
+        self.card = card
+        self.variant = card.variant(variant)
+        self.resize_mode: ResizeMode = resize_mode or card.preprocessing.default_resize_mode
+        self.threads = threads
+
+    @cached_property
+    def session(self) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        # Explicit: ORT would otherwise size its pool from the host's cores, not the vCPUs
+        # this function is given.
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads burn billed CPU between the short inference calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(
+            str(self.variant.path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    @property
+    def model_version(self) -> str:
+        """What the store records: embeddings from different versions are not comparable."""
+        return f"{self.card.model_version}/{self.variant.name}/{self.resize_mode}"
+
+    @property
+    def dimension(self) -> int:
+        return self.card.embedding_dim
+
+    @property
+    def loaded(self) -> bool:
+        return "session" in vars(self)
+
+    def warm_up(self) -> None:
+        """Build the session and run one inference, so that the first request pays neither
+        (call it during a Lambda's init phase, which is not billed the same way)."""
+        size = self.card.preprocessing.size
+        self.infer(np.zeros((1, 3, size, size), dtype=np.float32))
+
+    def preprocess(self, images: list[Image.Image]) -> FloatArray:
+        return to_model_input(images, self.card.preprocessing, self.resize_mode)
+
+    def infer(self, batch: FloatArray, *, logits: bool = False) -> Embeddings:
+        """Run a preprocessed NCHW batch through the graph (in chunks of MAX_BATCH)."""
+        if logits and self.card.logits_output is None:
+            raise ModelCardError(f"model {self.card.model_version} has no logits output")
+        outputs = [self.card.embedding_output]
+        if logits and self.card.logits_output is not None:
+            outputs.append(self.card.logits_output)
+        vectors: list[FloatArray] = []
+        classes: list[FloatArray] = []
+        for start in range(0, len(batch), MAX_BATCH):
+            chunk = np.ascontiguousarray(batch[start : start + MAX_BATCH])
+            results = self.session.run(outputs, {self.card.input_name: chunk})
+            vectors.append(np.asarray(results[0], dtype=np.float32))
+            if logits:
+                classes.append(np.asarray(results[1], dtype=np.float32))
+        if not vectors:
+            return Embeddings(np.empty((0, self.dimension), np.float32))
+        return Embeddings(l2_normalise(np.concatenate(vectors)), np.concatenate(classes) if logits else None)
+
+    def embed(self, images: list[Image.Image], *, logits: bool = False) -> Embeddings:
+        """Embed decoded RGB images (from `decode_image`) in one batched call."""
+        return self.infer(self.preprocess(images), logits=logits)
+
+
+@cache
+def get_embedder() -> Embedder:
+    """The process's embedder, configured from settings and built on first use."""
+    settings = get_settings()
+    return Embedder(
+        load_model_card(settings.model_dir),
+        variant=settings.model_variant,
+        resize_mode=settings.resize_mode,
+        threads=settings.inference_threads,
+    )

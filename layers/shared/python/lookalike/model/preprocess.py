@@ -1,0 +1,61 @@
+"""The model's preprocessing, as the model card prescribes it: small transform functions.
+
+Decoded RGB images (`lookalike.images.decode_image`) go in; the NCHW float32 batch the ONNX graph
+takes comes out. Each step is a plain function so that ingest, queries, the benchmarks and the
+tuning tools all run exactly the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+ResizeMode = Literal["squash", "center_crop"]
+RESIZE_MODES: tuple[ResizeMode, ...] = ("squash", "center_crop")
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """The card's `preprocessing` block: input size, normalisation, resize modes."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_fraction: float
+    default_resize_mode: ResizeMode
+
+
+def resize_for_model(image: Image.Image, size: int, mode: ResizeMode, crop_fraction: float) -> Image.Image:
+    """Resize an RGB image to size x size as the resize mode says."""
+    if mode == "squash":
+        return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    short_side = round(size / crop_fraction)
+    width, height = image.size
+    scale = short_side / min(width, height)
+    resized = image.resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))),
+        Image.Resampling.BILINEAR,
+        reducing_gap=3.0,
+    )
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def to_model_input(
+    images: list[Image.Image], preprocessing: Preprocessing, mode: ResizeMode
+) -> npt.NDArray[np.float32]:
+    """Stack RGB images into the model's NCHW float32 batch: resize, then (x - mean) / std."""
+    size = preprocessing.size
+    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
+    mean = np.asarray(preprocessing.mean, dtype=np.float32).reshape(3, 1, 1)
+    inverse_std = (1.0 / np.asarray(preprocessing.std, dtype=np.float32)).reshape(3, 1, 1)
+    for index, image in enumerate(images):
+        resized = resize_for_model(image, size, mode, preprocessing.crop_fraction)
+        pixels = np.asarray(resized, dtype=np.float32)
+        batch[index] = (pixels.transpose(2, 0, 1) - mean) * inverse_std
+    return batch
