@@ -33,13 +33,15 @@ from lookalike.backfill import (
     count_objects,
     run_backfill,
 )
-from lookalike.catalogue import get_key_layout
 from lookalike.ingest import IngestLimits
 from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings
-from lookalike.store import Store, get_store
+from lookalike.store import Store
 from lookalike_aws.enqueue import EnqueueForIngest
+from lookalike_aws.runtime import get_store
 from lookalike_aws.s3 import S3ObjectLister, S3ObjectSource
+from lookalike_local.embedded_db import ensure_database_url
+from lookalike_local.settings import data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         if store is None:
             print("DATABASE_URL is not set: every listed object is enqueued", file=sys.stderr)
     else:
-        from lookalike_local.embedded_db import ensure_database_url
-
         ensure_database_url()
         store = get_store()
         store.migrate()
@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             store=store,
             embedder=embedder,
             limits=IngestLimits(settings.max_image_bytes, settings.max_image_pixels),
-            layout=get_key_layout(),
+            layout=settings.key_layout,
         )
 
-    checkpoint = Checkpoint(settings.data_dir / "backfill", args.bucket, args.prefix, embedder.model_version)
+    checkpoint = Checkpoint(data_dir() / "backfill", args.bucket, args.prefix, embedder.model_version)
     if args.restart:
         checkpoint.clear()
     lister = S3ObjectLister()

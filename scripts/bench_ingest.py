@@ -123,13 +123,13 @@ def main() -> None:
     os.environ["LOOKALIKE_DATA_DIR"] = str(scratch)  # a throwaway embedded PostgreSQL, stopped at the end
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines are CloudWatch's business
 
-    from lookalike.settings import reset_settings
-    from lookalike.store import get_store
+    from lookalike.settings import get_settings
+    from lookalike_aws.runtime import get_store
     from lookalike_local.catalogue import KEY_PREFIX
     from lookalike_local.lambda_runtime import LocalFunction
     from lookalike_local.stack import LocalStack
 
-    reset_settings()
+    get_settings.cache_clear()
     print(
         f"making {arguments.images} JPEGs of ~{arguments.megapixels} MP (each is uploaded twice) ...",
         flush=True,

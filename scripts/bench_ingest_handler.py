@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -55,7 +53,8 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
     from PIL import Image
 
-    from lookalike.settings import reset_settings
+    from lookalike.settings import get_settings
+    from lookalike_aws.runtime import get_store, reset_runtime
     from lookalike_local.embedded_db import EmbeddedPostgres
     from lookalike_local.samples import sample_photos
 
@@ -68,10 +67,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     database = EmbeddedPostgres(scratch / "pg")
     os.environ["DATABASE_URL"] = database.start()
-    reset_settings()
+    get_settings.cache_clear()
     try:
-        from lookalike.store import get_store
-
         get_store().migrate()
         app = _load_handler()
         sink = io.StringIO()
@@ -149,9 +146,7 @@ def main() -> None:
         print(json.dumps(result))
     finally:
         with contextlib.suppress(Exception):
-            from lookalike.store import reset_store
-
-            reset_store()
+            reset_runtime()
         database.stop()
         moto.stop()
 
@@ -170,14 +165,9 @@ class _Context:
 
 
 def _load_handler() -> Any:
-    handler_file = REPO_ROOT / "functions" / "ingest" / "app.py"
-    sys.path.insert(0, str(handler_file.parent))
-    spec = importlib.util.spec_from_file_location("lookalike_ingest_app_bench", handler_file)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from lookalike_local.lambda_runtime import load_module
+
+    return load_module(REPO_ROOT / "functions" / "ingest" / "app.py", "lookalike_ingest_app_bench")
 
 
 if __name__ == "__main__":

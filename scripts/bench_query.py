@@ -49,8 +49,9 @@ from psycopg import sql
 
 from lookalike.images import decode_image
 from lookalike.model.embedder import get_embedder
-from lookalike.settings import get_settings, reset_settings
-from lookalike.store import EMBEDDING_DIM, get_store, reset_store
+from lookalike.settings import get_settings
+from lookalike.store import EMBEDDING_DIM
+from lookalike_aws.runtime import get_store, reset_runtime
 from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.http_api import http_api_event, match_route
@@ -147,7 +148,7 @@ def synthetic_rows(count: int, real: FloatArray, rng: np.random.Generator) -> tu
     family a new object; the mixture shares what real photos share. Products: the family centre
     perturbed (noise 0.4-1.0 of its norm: cosine to the centre ~0.7-0.9). Images: 1-3 per product
     (50/30/20 %), the product perturbed by 0.15-0.5 (cosine ~0.9-0.99, like real edited copies:
-    0.81-0.99 in ANCHORS).
+    see docs/BENCHMARKS.md, "Retrieval quality").
     """
     families = max(1, count // ROWS_PER_FAMILY)
     picks = rng.integers(0, len(real), size=(families, 3))
@@ -348,8 +349,8 @@ def ef_search_setting(value: int | None) -> Iterator[int]:
     previous = os.environ.get("HNSW_EF_SEARCH")
     if value is not None:
         os.environ["HNSW_EF_SEARCH"] = str(value)
-    reset_settings()
-    reset_store()
+    get_settings.cache_clear()
+    reset_runtime()
     try:
         yield get_settings().hnsw_ef_search
     finally:
@@ -357,8 +358,8 @@ def ef_search_setting(value: int | None) -> Iterator[int]:
             os.environ.pop("HNSW_EF_SEARCH", None)
         else:
             os.environ["HNSW_EF_SEARCH"] = previous
-        reset_settings()
-        reset_store()
+        get_settings.cache_clear()
+        reset_runtime()
 
 
 def store_similar(product_id: str) -> tuple[list[str], float]:
@@ -458,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["DATABASE_URL"] = url
     os.environ.pop("DATABASE_SECRET_ARN", None)
-    reset_settings()
-    reset_store()
+    get_settings.cache_clear()
+    reset_runtime()
     function = QueryFunction(topology)
 
     # Similar products: the real photos first (their listings are the known answers), then random.

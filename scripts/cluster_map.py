@@ -34,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike.settings import get_settings
-from lookalike.store import ImageSummary, Store, get_store
+from lookalike.store import ImageSummary, Store
+from lookalike_aws.runtime import get_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THUMBNAILS_PER_CLUSTER = 3
@@ -180,7 +181,7 @@ class Thumbnails:
         if sample is not None:
             return sample.body()
         try:
-            from lookalike.ingest import FetchedObject
+            from lookalike.ports import FetchedObject
             from lookalike_aws.s3 import S3ObjectSource
 
             fetched = S3ObjectSource().fetch(

@@ -36,7 +36,8 @@ from lookalike.duplicates import (
     all_duplicate_groups,
     duplicate_groups_page,
 )
-from lookalike.store import Store, get_store
+from lookalike.store import Store, VectorSearch
+from lookalike_aws.runtime import get_search
 from lookalike_local.embedded_db import ensure_database_url
 
 BENCH_DATABASE = "lookalike_bench_duplicates"
@@ -131,14 +132,14 @@ def bench(rows: int, seed: int, *, reuse: bool = False, ef_search: int | None = 
         cursor = None
         for _ in range(5):
             started = time.perf_counter()
-            page = duplicate_groups_page(store, cursor=cursor, ef_search=ef_search)
+            page = duplicate_groups_page(VectorSearch(store), cursor=cursor, ef_search=ef_search)
             page_times.append(time.perf_counter() - started)
             cursor = page.next_cursor
         started = time.perf_counter()
-        groups = list(all_duplicate_groups(store, ef_search=ef_search))
+        groups = list(all_duplicate_groups(VectorSearch(store), ef_search=ef_search))
         scan_s = time.perf_counter() - started
         category_started = time.perf_counter()
-        category_groups = list(all_duplicate_groups(store, category="c3", ef_search=ef_search))
+        category_groups = list(all_duplicate_groups(VectorSearch(store), category="c3", ef_search=ef_search))
         category_s = time.perf_counter() - category_started
     finally:
         store.close()
@@ -202,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_database_url()
-    store = get_store()
     started = time.perf_counter()
-    groups = list(all_duplicate_groups(store, threshold=args.threshold, category=args.category))
+    groups = list(all_duplicate_groups(get_search(), threshold=args.threshold, category=args.category))
     elapsed = time.perf_counter() - started
     text = to_csv(groups) if args.format == "csv" else to_json(groups, args.threshold, args.category)
     if args.out:

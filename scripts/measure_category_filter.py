@@ -1,6 +1,6 @@
 """Category-filtered search: exact (btree) path vs HNSW iterative scan; prints JSON.
 
-Justifies store.EXACT_CATEGORY_THRESHOLD. For each table size it loads synthetic clustered,
+Justifies lookalike.store.search.EXACT_CATEGORY_THRESHOLD. For each table size it loads synthetic clustered,
 ReLU-like, L2-normalised 1280-d vectors (the shape of CNN embeddings) into a scratch database,
 builds the HNSW index as the schema defines it, and times `Store.search(..., category=...)`
 with the path forced either way, against exact numpy results (recall@k).
@@ -26,7 +26,8 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
-from lookalike.store import EMBEDDING_DIM, Store, _search_statement
+from lookalike.store import EMBEDDING_DIM, SearchParameters, Store, VectorSearch
+from lookalike.store.search import search_statement
 from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import ensure_database_url
 
@@ -60,7 +61,7 @@ def load(url: str, vectors: npt.NDArray[np.float32], categories: list[str]) -> f
 
 
 def measure(
-    store: Store,
+    search: VectorSearch,
     vectors: npt.NDArray[np.float32],
     members: npt.NDArray[np.int64],
     category: str,
@@ -75,7 +76,7 @@ def measure(
     for query in queries:
         truth = {f"p{members[i]}" for i in np.argsort(-(candidates @ query))[:k]}
         started = time.perf_counter()
-        found = store.search(query, k=k, category=category)
+        found = search.nearest(query, SearchParameters(k=k, category=category))
         latencies.append((time.perf_counter() - started) * 1000)
         out_of_category += sum(neighbour.category != category for neighbour in found)
         short += len(found) < k
@@ -96,7 +97,7 @@ def plan(url: str, query: npt.NDArray[np.float32], category: str, *, exact: bool
     with psycopg.connect(url) as connection:
         register_vector(connection)
         connection.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        statement = _search_statement(exact=exact, category=True, exclude=False)
+        statement = search_statement(exact=exact, category=True, exclude=False)
         rows = connection.execute(
             b"EXPLAIN (FORMAT JSON) " + statement.as_bytes(connection),
             {"query": HalfVector(query), "category": category, "exclude": None, "limit": 40},
@@ -136,8 +137,8 @@ def main() -> None:
             labels[order[start : start + size]] = f"c{size}"
             start += size
         build_s = load(url, vectors, [str(label) for label in labels])
-        exact = Store(url, exact_category_threshold=10**9)
-        iterative = Store(url, exact_category_threshold=0)
+        exact = VectorSearch(Store(url), exact_category_threshold=10**9)
+        iterative = VectorSearch(Store(url), exact_category_threshold=0)
         for size in sizes:
             category = f"c{size}"
             members = np.flatnonzero(labels == category)
@@ -145,8 +146,8 @@ def main() -> None:
             picks = vectors[rng.choice(members, arguments.queries, replace=False)]
             queries = picks + rng.standard_normal(picks.shape).astype(np.float32) * 0.01
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-            for store in (exact, iterative):  # warm both connections and caches
-                store.search(queries[0], k=arguments.k, category=category)
+            for search in (exact, iterative):  # warm both connections and caches
+                search.nearest(queries[0], SearchParameters(k=arguments.k, category=category))
             results.append(
                 {
                     "rows": rows,
@@ -158,8 +159,8 @@ def main() -> None:
                 }
             )
             print(json.dumps(results[-1]), flush=True)
-        exact.close()
-        iterative.close()
+        exact.store.close()
+        iterative.store.close()
         results.append({"rows": rows, "hnsw_build_s": round(build_s, 1)})
     print(json.dumps({"k": arguments.k, "queries": arguments.queries, "results": results}, indent=1))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lookalike.settings import reset_settings
+from lookalike.settings import get_settings
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.samples import SamplePhoto, sample_photos
 
@@ -33,10 +33,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings are cached per process: every test starts from the real environment."""
-    reset_settings()
+    get_settings.cache_clear()
     yield
     monkeypatch.undo()
-    reset_settings()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

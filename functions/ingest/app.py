@@ -6,7 +6,6 @@ logging, metrics, tracing and telling the event source what to retry.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,18 +14,17 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lookalike.catalogue import get_key_layout
 from lookalike.ingest import IngestLimits, ingest_batch
 from lookalike.model.embedder import get_embedder
 from lookalike.settings import get_settings
-from lookalike.store import Store, get_store
+from lookalike.store import Store
 from lookalike_aws.events import parse_invocation
 from lookalike_aws.ingest_telemetry import report_batch
+from lookalike_aws.runtime import get_store
 from lookalike_aws.s3 import S3ObjectSource, get_s3_client
-from lookalike_aws.secrets import resolve_database_url
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "lookalike-ingest"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Lookalike"))
+logger = Logger()
+metrics = Metrics()
 tracer = Tracer()
 
 # Init phase (once per container, not per image): build the ONNX session, run one inference and
@@ -40,18 +38,11 @@ class RetryLater(Exception):  # noqa: N818 - tells the event source what to do
     """Some records hit a transient failure; the event source redelivers them."""
 
 
-_migrated: Store | None = None
-
-
-def _store() -> Store:
+def migrated_store() -> Store:
     """The container's store, its schema brought up to date on first use (idempotent and
-    serialised by an advisory lock, so concurrent cold starts are safe; a few ms, once)."""
-    global _migrated
-    resolve_database_url()  # DATABASE_SECRET_ARN -> DATABASE_URL, once per container
+    serialised by an advisory lock, so concurrent cold starts are safe)."""
     store = get_store()
-    if _migrated is not store:
-        store.migrate()
-        _migrated = store
+    store.migrate_once()
     return store
 
 
@@ -64,10 +55,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str
     report = ingest_batch(
         parsed.events,
         source=S3ObjectSource(),
-        store=_store,
+        store=migrated_store,
         embedder=get_embedder(),
         limits=IngestLimits(settings.max_image_bytes, settings.max_image_pixels),
-        layout=get_key_layout(),
+        layout=settings.key_layout,
     )
     report_batch(report, parsed, logger=logger, metrics=metrics, tracer=tracer)
     retry = {outcome.event.message_id for outcome in report.failed}

@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lookalike.store import get_store
-from lookalike_aws.secrets import resolve_database_url
+from lookalike_aws.runtime import get_store
 
-logger = Logger(service="lookalike-migrate")
+logger = Logger()
 
 # One schema per database: the same id on every reply, so CloudFormation never sees a
 # replacement (which would send a Delete for the "old" resource).
@@ -43,7 +42,6 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def migrate_schema() -> dict[str, str]:
-    resolve_database_url()  # DATABASE_SECRET_ARN -> DATABASE_URL
     store = get_store()
     store.migrate()
     return {"Images": str(store.count_images())}

@@ -1,7 +1,8 @@
 """Benchmark databases: a fresh schema filled by binary COPY, then the schema's own HNSW index.
 
-Loading rows first and building the index once over all of them is what a bulk import does
-(ANCHORS: ~34 s for 100k halfvec rows, several times faster than indexing row by row). The index
+Loading rows first and building the index once over all of them is what a bulk import does, and
+much faster than indexing row by row (pgvector's documentation; the build times this project
+measured are in docs/BENCHMARKS.md, "Recall vs ef_search"). The index
 definition is read back from the migrated schema, so a benchmark always measures the index that
 production builds, never a copy of its parameters.
 """
@@ -75,8 +76,8 @@ def reload_images(
                 )  # fmt: skip
         connection.commit()
         copy_s = time.perf_counter() - started
-        # ANCHORS: the graph of 100k halfvec rows is ~390 MB; with less maintenance memory the
-        # build spills and slows down several-fold.
+        # pgvector builds HNSW fastest while the graph fits in maintenance_work_mem; beyond it the
+        # build spills to disk (pgvector's documentation).
         connection.execute("SET maintenance_work_mem = '1GB'")
         started = time.perf_counter()
         connection.execute(sql.SQL(str(index_row[0])))  # the definition, read from the catalog

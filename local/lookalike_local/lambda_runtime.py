@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from lookalike_local.template import LOCAL_ACCOUNT, LOCAL_REGION
@@ -54,8 +55,8 @@ class LambdaContext:
         return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
-def load_handler(handler_file: Path, module_name: str, attribute: str = "lambda_handler") -> Handler:
-    """Import `handler_file` as `module_name` and return its handler function."""
+def load_module(handler_file: Path, module_name: str) -> ModuleType:
+    """Import a function's `app.py` as `module_name` (its init phase runs: a cold start)."""
     spec = importlib.util.spec_from_file_location(module_name, handler_file)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {handler_file}")
@@ -70,7 +71,12 @@ def load_handler(handler_file: Path, module_name: str, attribute: str = "lambda_
         raise
     finally:
         sys.path.remove(str(handler_file.parent))
-    handler = getattr(module, attribute)
+    return module
+
+
+def load_handler(handler_file: Path, module_name: str, attribute: str = "lambda_handler") -> Handler:
+    """Import `handler_file` as `module_name` and return its handler function."""
+    handler = getattr(load_module(handler_file, module_name), attribute)
     if not callable(handler):
         raise TypeError(f"{handler_file}: {attribute} is not callable")
     return handler  # type: ignore[no-any-return]

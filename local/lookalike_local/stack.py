@@ -10,6 +10,7 @@ already running.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -20,13 +21,18 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from lookalike.settings import get_settings, reset_settings
+from lookalike.images import ImageRejected, decode_image
+from lookalike.model.embedder import get_embedder
+from lookalike.ports import ObjectRef
+from lookalike.settings import get_settings
+from lookalike.store import Store
+from lookalike_aws.runtime import get_store, reset_runtime
 from lookalike_local.catalogue import KEY_PREFIX, CatalogueObject
 from lookalike_local.embedded_db import EmbeddedPostgres, ensure_database_url
 from lookalike_local.http_api import LocalApiGateway, LocalHttpServer
@@ -40,6 +46,7 @@ from lookalike_local.moto_stack import (
     sqs_client,
     use_local_aws,
 )
+from lookalike_local.settings import REPO_ROOT, TEMPLATE, data_dir, embedded_pgdata
 from lookalike_local.sqs_pump import SqsEventPump
 from lookalike_local.template import FunctionSpec, Topology, load_topology
 
@@ -48,8 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO_ROOT / "template.yaml"
 
 # Local stand-ins for what the template or AWS provides; the template's own values win where it
 # sets them, except these, which must point at local things.
@@ -69,15 +74,6 @@ class ObjectState:
     product_id: str | None = None
     reason: str | None = None
     detail: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "state": self.state,
-            "product_id": self.product_id,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
 
 
 @dataclass(slots=True)
@@ -135,7 +131,7 @@ class LocalStack:
 
     @property
     def data_dir(self) -> Path:
-        return get_settings().data_dir
+        return data_dir()
 
     @property
     def s3(self) -> S3Client:
@@ -188,9 +184,9 @@ class LocalStack:
 
     def _start_database(self) -> None:
         settings = get_settings()
-        if settings.database_url is None and not (settings.embedded_pgdata / "postmaster.pid").exists():
+        if settings.database_url is None and not (embedded_pgdata() / "postmaster.pid").exists():
             # Ours to stop on exit (a server that was already running is left as it was).
-            self._started_postgres = EmbeddedPostgres(settings.embedded_pgdata)
+            self._started_postgres = EmbeddedPostgres(embedded_pgdata())
         ensure_database_url()
         # What a deployment does once: create or upgrade the schema (idempotent).
         with LocalFunction.exclusive():
@@ -206,29 +202,21 @@ class LocalStack:
             os.environ.update(_QUIET_ENV)
         os.environ["AWS_LAMBDA_FUNCTION_NAME"] = spec.logical_id
         os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(spec.memory_mb)
-        reset_settings()
+        get_settings.cache_clear()
         handler = load_handler(spec.handler_file, module_name, spec.handler_name)
         return LocalFunction(spec.logical_id, handler, memory_mb=spec.memory_mb, timeout_s=spec.timeout_s)
 
     # -- the store, from this process (under the handlers' lock: they share its connection) -----
     @staticmethod
-    def _store() -> Any:
-        from lookalike.store import get_store
-
+    def _store() -> Store:
         return get_store()
 
     @staticmethod
     def _close_store() -> None:
-        try:
-            from lookalike.store import reset_store
-        except ImportError:
-            return
         with LocalFunction.exclusive():
-            reset_store()
+            reset_runtime()
 
     def object_states(self, keys: list[str]) -> list[ObjectState]:
-        from lookalike.store import ObjectRef
-
         bucket = self.topology.bucket
         with LocalFunction.exclusive():
             store = self._store()
@@ -254,9 +242,6 @@ class LocalStack:
     def _embedded_etags(self, keys: list[str]) -> dict[str, str]:
         """ETags of the objects embedded with the current model version: an object embedded by
         another model (e.g. after MODEL_VARIANT changed) goes through ingest again."""
-        from lookalike.model.embedder import get_embedder
-        from lookalike.store import ObjectRef
-
         with LocalFunction.exclusive():
             store = self._store()
             current = get_embedder().model_version
@@ -278,8 +263,6 @@ class LocalStack:
         assert self.provisioned is not None, "start() first"
         bodies = {obj.key: obj.body() for obj in objects}
         known = self._embedded_etags(list(bodies))
-        import hashlib
-
         fresh: list[CatalogueObject] = []
         for obj in objects:
             body = bodies[obj.key]
@@ -318,8 +301,6 @@ class LocalStack:
 
     # -- local routes of the page (LocalRoutes) -----------------------------------------------------
     def thumbnail(self, key: str, max_side: int) -> bytes | None:
-        from lookalike.images import ImageRejected, decode_image
-
         with self._thumbnail_lock:
             cached = self._thumbnails.get((key, max_side))
         if cached is not None:
@@ -354,7 +335,7 @@ class LocalStack:
         return {"bucket": self.topology.bucket, "key": key, "product_id": product_id, "category": category}
 
     def object_status(self, key: str) -> Any:
-        return self.object_states([key])[0].as_dict()
+        return asdict(self.object_states([key])[0])
 
     def products(self) -> list[dict[str, Any]]:
         """One entry per product uploaded through the local stack: its first image and ingest state."""

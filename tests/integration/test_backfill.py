@@ -15,18 +15,12 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from lookalike.backfill import (
-    BatchResult,
-    BatchWork,
-    Checkpoint,
-    EmbedLocally,
-    ListedObject,
-    run_backfill,
-)
+from lookalike.backfill import BatchResult, BatchWork, Checkpoint, EmbedLocally, run_backfill
 from lookalike.catalogue import KeyLayout
 from lookalike.ingest import IngestLimits, ingest_batch
 from lookalike.model.embedder import Embedder, get_embedder
-from lookalike.store import EventOrder, ObjectRef, Store
+from lookalike.ports import EventOrder, ListedObject, ObjectRef
+from lookalike.store import Store
 from lookalike_aws.enqueue import EnqueueForIngest
 from lookalike_aws.events import parse_invocation
 from lookalike_aws.s3 import S3ObjectLister, S3ObjectSource

@@ -15,7 +15,8 @@ from PIL import Image
 
 from lookalike.images import decode_image
 from lookalike.model.embedder import get_embedder
-from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store
+from lookalike.ports import EventOrder, ObjectRef
+from lookalike.store import ImageRecord, Store
 from lookalike_local.catalogue import catalogue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

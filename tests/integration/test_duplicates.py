@@ -20,7 +20,8 @@ from lookalike.duplicates import (
     encode_cursor,
 )
 from lookalike.model.embedder import FloatArray, get_embedder
-from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store
+from lookalike.ports import EventOrder, ObjectRef
+from lookalike.store import ImageRecord, Store, VectorSearch
 from lookalike_local.samples import SamplePhoto
 
 BUCKET = "photos"
@@ -94,7 +95,7 @@ def keys_of(groups: list[object]) -> list[frozenset[str]]:
 
 
 def test_finds_the_edited_copies_and_nothing_spurious(store: Store, photos: list[SamplePhoto]) -> None:
-    groups = list(all_duplicate_groups(store))
+    groups = list(all_duplicate_groups(VectorSearch(store)))
     assert set(keys_of(groups)) == expected_groups(photos)
     assert len(groups) == DUPLICATED
     for group in groups:
@@ -109,7 +110,7 @@ def test_pages_cover_every_group_exactly_once(store: Store, photos: list[SampleP
     cursor: str | None = None
     pages = 0
     while True:
-        page = duplicate_groups_page(store, limit=2, cursor=cursor, scan_limit=7)
+        page = duplicate_groups_page(VectorSearch(store), limit=2, cursor=cursor, scan_limit=7)
         assert len(page.groups) <= 2
         assert page.scanned <= 7
         seen += keys_of(page.groups)
@@ -121,26 +122,27 @@ def test_pages_cover_every_group_exactly_once(store: Store, photos: list[SampleP
     assert set(seen) == expected_groups(photos)
     assert pages >= 4  # short, scan-limited pages with a cursor rather than one long request
     # Stable: the same request gives the same page.
-    first = keys_of(duplicate_groups_page(store, limit=2, scan_limit=7).groups)
-    assert first == keys_of(duplicate_groups_page(store, limit=2, scan_limit=7).groups) == seen[: len(first)]
+    search = VectorSearch(store)
+    first = keys_of(duplicate_groups_page(search, limit=2, scan_limit=7).groups)
+    assert first == keys_of(duplicate_groups_page(search, limit=2, scan_limit=7).groups) == seen[: len(first)]
 
 
 def test_category_filter_and_threshold(store: Store, photos: list[SamplePhoto]) -> None:
-    only_a = list(all_duplicate_groups(store, category="a"))
+    only_a = list(all_duplicate_groups(VectorSearch(store), category="a"))
     assert set(keys_of(only_a)) == expected_groups(photos, CATEGORY_A)
     assert all(member.image.category == "a" for group in only_a for member in group.members)
-    assert list(all_duplicate_groups(store, category="nothing-here")) == []
+    assert list(all_duplicate_groups(VectorSearch(store), category="nothing-here")) == []
     # A stricter threshold keeps only the closest copies (a half-size copy: cosine > 0.99); a
     # loose one merges unrelated photos.
-    strict = list(all_duplicate_groups(store, threshold=0.995))
+    strict = list(all_duplicate_groups(VectorSearch(store), threshold=0.995))
     assert all(len(group.members) < 5 for group in strict)
-    loose = list(all_duplicate_groups(store, threshold=0.2))
+    loose = list(all_duplicate_groups(VectorSearch(store), threshold=0.2))
     assert max(len(group.members) for group in loose) > 5
 
 
 def test_uses_the_hnsw_index(store: Store, clean_database: str) -> None:
     """The k-NN inside the LATERAL join is an index scan, not a sort of every distance."""
-    from lookalike.store import _close_neighbours_statement
+    from lookalike.store.search import close_neighbours_statement
 
     with psycopg.connect(clean_database) as connection:
         # A 30-row table: without these the planner rightly sorts; at scale it picks the index itself.
@@ -148,7 +150,7 @@ def test_uses_the_hnsw_index(store: Store, clean_database: str) -> None:
         plan = "\n".join(
             row[0]
             for row in connection.execute(
-                "EXPLAIN " + _close_neighbours_statement(exact=False, category=False).as_string(connection),
+                "EXPLAIN " + close_neighbours_statement(exact=False, category=False).as_string(connection),
                 {"buckets": [BUCKET], "keys": ["x"], "k": 5, "max_distance": 0.1, "category": None},
             )
         )

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import struct
-import sys
 import time
 import uuid
 import zlib
@@ -27,16 +26,16 @@ from urllib.parse import quote_plus
 
 import boto3
 import numpy as np
+import psycopg
 import pytest
 from PIL import Image
 
-from lookalike.catalogue import reset_key_layout
-from lookalike.settings import reset_settings
-from lookalike.store import ObjectRef, Store, get_store, reset_store
-from lookalike_aws.s3 import reset_s3_client
-from lookalike_aws.secrets import reset_database_secret
+from lookalike.ports import ObjectRef
+from lookalike.settings import get_settings
+from lookalike.store import SearchParameters, Store
+from lookalike_aws.runtime import get_search, get_store, reset_runtime
 from lookalike_local.embedded_db import EmbeddedPostgres
-from lookalike_local.lambda_runtime import LambdaContext, load_handler
+from lookalike_local.lambda_runtime import LambdaContext, load_module
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +50,12 @@ def published(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ingest_app() -> ModuleType:
-    """The handler module, loaded from its file as Lambda does (module-level init runs once)."""
-    handler = load_handler(HANDLER_FILE, "lookalike_ingest_app_under_test")
-    return sys.modules[handler.__module__]
+    """The handler module, loaded from its file as Lambda does (module-level init runs once),
+    with the Powertools variables the template gives the function (read at init)."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-ingest")
+        environment.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
+        return load_module(HANDLER_FILE, "lookalike_ingest_app_under_test")
 
 
 class Sequencer:
@@ -186,16 +188,12 @@ def ingest(
     capsys: pytest.CaptureFixture[str],
 ) -> Iterator[Harness]:
     monkeypatch.setenv("DATABASE_URL", clean_database)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
     monkeypatch.delenv("KEY_PREFIX", raising=False)
     monkeypatch.delenv("KEY_LAYOUT", raising=False)
-    for reset in (reset_store, reset_s3_client, reset_key_layout, reset_database_secret):
-        reset()
+    reset_runtime()
     get_store().migrate()  # clean_database dropped every table
     yield Harness(ingest_app, s3_bucket, moto_server, capsys)
-    reset_store()
-    reset_s3_client()
-    reset_key_layout()
+    reset_runtime()
 
 
 def jpeg(image: Image.Image, quality: int = 88) -> bytes:
@@ -262,11 +260,11 @@ def test_a_batch_of_20_real_images_is_embedded_in_one_inference(
     assert stored.etag == uploads[1].etag
     assert stored.size_bytes == uploads[1].size
     assert (stored.width, stored.height) == (300, 300)
-    embeddings = ingest.store.product_embeddings("chelsea")
+    embeddings = get_search().product_embeddings("chelsea")
     assert embeddings.shape == (2, 1280)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-2)  # halfvec storage
     # The photo and its detail view are each other's nearest product-mates.
-    neighbours = ingest.store.similar_to_product("coffee", k=3)
+    neighbours = get_search().similar_to_product("coffee", SearchParameters(k=3))
     assert neighbours is not None
     assert len(neighbours) == 3
     # Every per-event log line carries the S3 key and request id.
@@ -335,7 +333,7 @@ def test_metadata_wins_over_the_key_layout(
     # A configured layout (a new container reads it at start).
     monkeypatch.setenv("KEY_PREFIX", "catalog/")
     monkeypatch.setenv("KEY_LAYOUT", "{product_id}/images/{file}")
-    reset_key_layout()
+    get_settings.cache_clear()
     custom = ingest.upload("catalog/SKU-9/images/main.jpg", data)
     assert ingest.invoke(ingest.sqs_for(custom))["batchItemFailures"] == []
     assert identity(custom.key) == ("SKU-9", None)
@@ -459,7 +457,7 @@ def test_bad_files_are_rejected_once_and_acknowledged(
     ingest: Harness, photos: list[SamplePhoto], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MAX_IMAGE_BYTES", "200000")
-    reset_settings()  # settings are read once per container: this is a new one
+    get_settings.cache_clear()  # settings are read once per container: this is a new one
     good = photos[0].jpeg_bytes(max_side=256)
     noise = Image.fromarray(np.random.default_rng(7).integers(0, 255, (900, 900, 3), dtype=np.uint8))
     too_large = jpeg(noise, quality=95)
@@ -596,7 +594,7 @@ def test_s3_unreachable_is_transient(
 ) -> None:
     upload = ingest.upload("products/a/b/c.jpg", photos[0].jpeg_bytes(max_side=200))
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: connection refused
-    reset_s3_client()
+    reset_runtime()
     event = ingest.sqs_for(upload)
     assert failed_ids(ingest.invoke(event)) == set(message_ids(event))
     assert ingest.outcomes() == {upload.key: "failed"}
@@ -688,9 +686,96 @@ def test_database_url_from_a_secrets_manager_secret(
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_server)
-    reset_store()
+    reset_runtime()
 
     upload = ingest.upload("products/a/b/secret.jpg", photos[0].jpeg_bytes(max_side=200))
     assert ingest.invoke(ingest.sqs_for(upload)) == {"batchItemFailures": []}
-    assert os.environ["DATABASE_URL"].startswith("postgresql://")
+    assert "DATABASE_URL" not in os.environ  # the secret's URL is the store's, not the environment's
     assert ingest.store.count_images() == 1
+
+
+def test_a_key_the_database_cannot_hold_fails_alone_and_is_recorded(
+    ingest: Harness, photos: list[SamplePhoto]
+) -> None:
+    """S3 accepts a NUL character in a key; PostgreSQL text does not. That object is recorded as
+    rejected (invalid_key) and the rest of its SQS batch, a delete included, lands."""
+    data = photos[0].jpeg_bytes(max_side=200)
+    good = ingest.upload("products/a/good/front.jpg", data)
+    doomed = ingest.upload("products/a/doomed/front.jpg", data)
+    assert ingest.invoke(ingest.sqs_for(doomed)) == {"batchItemFailures": []}
+    poisoned = ingest.upload("products/a/nul\x00key/front.jpg", data)
+    removal = ingest.delete(doomed.key)
+    event = ingest.sqs_event(
+        {"Records": [ingest.s3_record(good)]},
+        {"Records": [ingest.s3_record(poisoned)]},
+        {"Records": [ingest.s3_record(removal, removed=True)]},
+    )
+
+    assert ingest.invoke(event) == {"batchItemFailures": []}
+    assert ingest.store.get_image(ObjectRef(ingest.bucket, good.key)) is not None
+    assert ingest.store.get_image(ObjectRef(ingest.bucket, doomed.key)) is None  # the delete landed
+    logged = [row for row in ingest.store.rejections() if row.reason == "invalid_key"]
+    assert [row.ref.key for row in logged] == ["products/a/nul%00key/front.jpg"]
+    assert ingest.outcomes()[poisoned.key] == "rejected"
+
+
+def test_a_record_the_database_refuses_fails_alone(
+    ingest: Harness, photos: list[SamplePhoto], clean_database: str
+) -> None:
+    """Whatever else PostgreSQL refuses for one record's content (an error no retry of the whole
+    batch can fix), only that record's message fails; the rest of the batch is written. The
+    refusal is a real one: a CHECK constraint this test adds to the table."""
+    with psycopg.connect(clean_database, autocommit=True) as connection:
+        connection.execute("ALTER TABLE images ADD CONSTRAINT refuse_one CHECK (product_id <> 'refused')")
+    data = photos[0].jpeg_bytes(max_side=200)
+    refused = ingest.upload("products/a/refused/front.jpg", data)
+    accepted = ingest.upload("products/a/accepted/front.jpg", data)
+    event = ingest.sqs_for(refused, accepted)
+
+    assert failed_ids(ingest.invoke(event)) == {event["Records"][0]["messageId"]}
+    assert ingest.store.get_image(ObjectRef(ingest.bucket, accepted.key)) is not None
+    assert ingest.outcomes() == {refused.key: "failed", accepted.key: "embedded"}
+
+
+def test_versioned_bucket_delete_of_one_version_keeps_what_s3_still_serves(
+    ingest: Harness, photos: list[SamplePhoto]
+) -> None:
+    """In a versioned bucket, deleting a non-current version must not remove the image S3 still
+    serves; deleting the current version makes S3 serve the previous one, which is re-read."""
+    ingest.s3.put_bucket_versioning(Bucket=ingest.bucket, VersioningConfiguration={"Status": "Enabled"})
+    key = "products/cups/espresso/front.jpg"
+    ref = ObjectRef(ingest.bucket, key)
+    first = ingest.upload(key, photos[0].jpeg_bytes(max_side=240))
+    second = ingest.upload(key, photos[1].jpeg_bytes(max_side=240))
+    versions = ingest.s3.list_object_versions(Bucket=ingest.bucket, Prefix=key)["Versions"]
+    by_etag = {version["ETag"].strip('"'): version["VersionId"] for version in versions}
+    assert ingest.invoke(ingest.sqs_for(first, second))["batchItemFailures"] == []
+    current = ingest.store.get_image(ref)
+    assert current is not None
+    assert current.etag == second.etag
+
+    def delete_version(upload: Upload) -> dict[str, Any]:
+        ingest.s3.delete_object(Bucket=ingest.bucket, Key=key, VersionId=by_etag[upload.etag])
+        sequencer, event_time = ingest.clock.next()
+        record = ingest.s3_record(Upload(key, "", 0, sequencer, event_time), removed=True)
+        record["s3"]["object"]["versionId"] = by_etag[upload.etag]
+        return ingest.sqs_event({"Records": [record]})
+
+    # The first (non-current) version goes: S3 still serves the second, and so does the index.
+    assert ingest.invoke(delete_version(first))["batchItemFailures"] == []
+    kept = ingest.store.get_image(ref)
+    assert kept is not None
+    assert kept.etag == second.etag
+    # Put the first back and delete the current (second) version: S3 serves the first again.
+    restored = ingest.upload(key, photos[0].jpeg_bytes(max_side=240))
+    assert ingest.invoke(ingest.sqs_for(restored))["batchItemFailures"] == []
+    versions = ingest.s3.list_object_versions(Bucket=ingest.bucket, Prefix=key)["Versions"]
+    by_etag = {version["ETag"].strip('"'): version["VersionId"] for version in versions}
+    assert ingest.invoke(delete_version(restored))["batchItemFailures"] == []
+    served = ingest.s3.get_object(Bucket=ingest.bucket, Key=key)["ETag"].strip('"')
+    now = ingest.store.get_image(ref)
+    assert now is not None
+    assert now.etag == served == second.etag
+    # The last version goes: nothing is served, the image leaves the index.
+    assert ingest.invoke(delete_version(second))["batchItemFailures"] == []
+    assert ingest.store.get_image(ref) is None

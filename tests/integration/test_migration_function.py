@@ -4,7 +4,6 @@ replies on every path, failures included, so a stack never waits for it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import threading
@@ -18,7 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from lookalike.store import reset_store
+from lookalike_aws.runtime import reset_runtime
+from lookalike_local.lambda_runtime import load_module
 
 APP = Path(__file__).resolve().parents[2] / "functions" / "migrate" / "app.py"
 
@@ -40,12 +40,7 @@ class LambdaContext:
 
 @pytest.fixture(scope="module")
 def migrate_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migrate_app", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(APP, "migrate_app")
 
 
 @pytest.fixture
@@ -73,9 +68,9 @@ def response_url() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.fixture(autouse=True)
 def _fresh_store() -> Iterator[None]:
-    reset_store()
+    reset_runtime()
     yield
-    reset_store()
+    reset_runtime()
 
 
 def _event(request_type: str, url: str, **extra: str) -> dict[str, Any]:
@@ -110,7 +105,7 @@ def test_create_update_delete_migrate_idempotently_and_reply(
     migrate_app.lambda_handler(_event("Create", url), context)
     tables = _tables(clean_database)
     assert tables, "the migration created no table"
-    reset_store()
+    reset_runtime()
     migrate_app.lambda_handler(_event("Update", url, PhysicalResourceId="lookalike-schema"), context)
     assert _tables(clean_database) == tables
     migrate_app.lambda_handler(_event("Delete", url, PhysicalResourceId="lookalike-schema"), context)

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.model.embedder import get_embedder
-from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store, reset_store
+from lookalike.ports import EventOrder, ObjectRef
+from lookalike.store import ImageRecord, Store
+from lookalike_aws.runtime import reset_runtime
 from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
 from lookalike_local.samples import SamplePhoto
 
@@ -52,7 +54,7 @@ def store(clean_database: str, monkeypatch: pytest.MonkeyPatch, photos: list[Sam
     """Each photo (category "originals" for the first half, "others" after), plus a JPEG
     re-encode and a mirrored copy of the first four: four groups of three."""
     monkeypatch.setenv("DATABASE_URL", clean_database)
-    reset_store()
+    reset_runtime()
     store = Store(clean_database)
     store.migrate()
     images: list[tuple[str, str, Image.Image]] = []
@@ -89,7 +91,7 @@ def store(clean_database: str, monkeypatch: pytest.MonkeyPatch, photos: list[Sam
     )
     yield store
     store.close()
-    reset_store()
+    reset_runtime()
 
 
 def test_duplicates_route_pages_through_every_group_once(query_handler: Handler, store: Store) -> None:

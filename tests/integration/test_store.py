@@ -21,19 +21,19 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
-from lookalike.settings import SettingsError, reset_settings
+from lookalike.ordering import normalise_sequencer
+from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import SettingsError, get_settings
 from lookalike.store import (
     EMBEDDING_DIM,
-    EventOrder,
     ImageRecord,
-    ObjectRef,
     Rejection,
+    SearchParameters,
     Store,
-    _search_statement,
-    get_store,
-    normalise_sequencer,
-    reset_store,
+    VectorSearch,
 )
+from lookalike.store.search import search_statement
+from lookalike_aws.runtime import get_search, get_store, reset_runtime
 from lookalike_local.embedded_db import EmbeddedPostgres
 
 FloatArray = npt.NDArray[np.float32]
@@ -114,7 +114,7 @@ def test_migration_is_idempotent_and_safe_from_two_connections_at_once(clean_dat
             "SELECT attstorage FROM pg_attribute "
             "WHERE attrelid = 'images'::regclass AND attname = 'embedding'"
         ).fetchone()
-        assert storage == ("p",)  # PLAIN: no TOAST (ANCHORS)
+        assert storage == ("p",)  # PLAIN: no TOAST (docs/BENCHMARKS.md, "Storage")
         options = connection.execute("SELECT reloptions FROM pg_class WHERE relname = 'images'").fetchone()
         assert options == (["parallel_workers=2"],)
         indexes = {row[0]: row[1] for row in connection.execute("SELECT indexname, indexdef FROM pg_indexes")}
@@ -153,12 +153,12 @@ def test_upsert_then_get_round_trip(store: Store) -> None:
     assert store.get_image(ObjectRef(BUCKET, "other.jpg")) is None
     assert store.get_image(ObjectRef("other-bucket", "a.jpg")) is None
 
-    embeddings = store.product_embeddings("p1")
+    embeddings = VectorSearch(store).product_embeddings("p1")
     assert embeddings.shape == (1, EMBEDDING_DIM)
     assert embeddings.dtype == np.float32
     cosine = float(embeddings[0] @ embedding / np.linalg.norm(embeddings[0]))
     assert cosine > 0.9999  # halfvec precision
-    assert store.product_embeddings("unknown").shape == (0, EMBEDDING_DIM)
+    assert VectorSearch(store).product_embeddings("unknown").shape == (0, EMBEDDING_DIM)
 
 
 def test_get_product_lists_its_images_newest_first(store: Store) -> None:
@@ -280,8 +280,8 @@ def test_delete_hides_the_image_from_get_and_search(store: Store) -> None:
     assert store.get_image(image.ref) is None
     assert store.get_product("p1") == []
     assert store.count_images() == 1
-    assert [n.key for n in store.search(image.embedding, k=5)] == ["b.jpg"]
-    assert store.similar_to_product("p1", k=5) is None
+    assert [n.key for n in VectorSearch(store).nearest(image.embedding, SearchParameters(k=5))] == ["b.jpg"]
+    assert VectorSearch(store).similar_to_product("p1", SearchParameters(k=5)) is None
     # Redelivered delete: nothing to do.
     assert store.delete_image(image.ref, EventOrder("0B", T0)) == "stale"
 
@@ -352,7 +352,7 @@ def test_invalid_input_is_refused_before_touching_the_database(store: Store) -> 
     with pytest.raises(ValueError, match="timezone"):
         store.delete_image(ObjectRef(BUCKET, "a.jpg"), EventOrder(None, datetime(2026, 1, 1)))
     with pytest.raises(ValueError, match="k must be"):
-        store.search(unit_vectors(1, 0)[0], k=0)
+        VectorSearch(store).nearest(unit_vectors(1, 0)[0], SearchParameters(k=0))
     assert store.upsert_images([]) == []
     assert store.count_images() == 0
 
@@ -383,7 +383,7 @@ def test_search_orders_by_distance_and_returns_each_product_once(
     store: Store, catalogue: dict[str, FloatArray]
 ) -> None:
     query = near(catalogue["p5"], 0.01, seed=1)
-    results = store.search(query, k=5)
+    results = VectorSearch(store).nearest(query, SearchParameters(k=5))
     assert len(results) == 5
     assert results[0].product_id == "p5"
     assert results[0].key == "p5/0.jpg"  # the product's best (least perturbed) image
@@ -391,51 +391,64 @@ def test_search_orders_by_distance_and_returns_each_product_once(
     assert [n.distance for n in results] == sorted(n.distance for n in results)
     assert len({n.product_id for n in results}) == 5
     # Exact reference (products' best images, halfvec-rounded) in numpy.
+    search = VectorSearch(store)
     expected = sorted(
-        catalogue, key=lambda product: -max(float(e @ query) for e in store.product_embeddings(product))
+        catalogue, key=lambda product: -max(float(e @ query) for e in search.product_embeddings(product))
     )
     assert [n.product_id for n in results] == expected[:5]
     assert (results[0].width, results[0].height, results[0].bucket) == (640, 480, BUCKET)
-    assert [n.product_id for n in store.search(query, k=12)] == expected
-    assert len(store.search(query, k=100)) == 12  # fewer products than k: all of them
+    assert [n.product_id for n in VectorSearch(store).nearest(query, SearchParameters(k=12))] == expected
+    assert (
+        len(VectorSearch(store).nearest(query, SearchParameters(k=100))) == 12
+    )  # fewer products than k: all of them
 
 
 def test_search_excludes_a_product_and_applies_min_similarity(
     store: Store, catalogue: dict[str, FloatArray]
 ) -> None:
     query = near(catalogue["p5"], 0.01, seed=1)
-    assert "p5" not in {n.product_id for n in store.search(query, k=11, exclude_product_id="p5")}
-    assert len(store.search(query, k=11, exclude_product_id="p5")) == 11
+    assert "p5" not in {
+        n.product_id
+        for n in VectorSearch(store).nearest(query, SearchParameters(k=11, exclude_product_id="p5"))
+    }
+    assert len(VectorSearch(store).nearest(query, SearchParameters(k=11, exclude_product_id="p5"))) == 11
     # Random 1280-d vectors are nearly orthogonal: only p5 is similar to its own neighbourhood.
-    close = store.search(query, k=10, min_similarity=0.5)
+    close = VectorSearch(store).nearest(query, SearchParameters(k=10, min_similarity=0.5))
     assert [n.product_id for n in close] == ["p5"]
-    assert store.search(query, k=10, min_similarity=0.5, exclude_product_id="p5") == []
-    assert len(store.search(query, k=10, min_similarity=-1.0)) == 10
+    assert (
+        VectorSearch(store).nearest(
+            query, SearchParameters(k=10, min_similarity=0.5, exclude_product_id="p5")
+        )
+        == []
+    )
+    assert len(VectorSearch(store).nearest(query, SearchParameters(k=10, min_similarity=-1.0))) == 10
 
 
 def test_category_filter_exact_path(store: Store, catalogue: dict[str, FloatArray]) -> None:
     query = near(catalogue["p5"], 0.01, seed=1)  # p5 is a bag
-    shoes = store.search(query, k=4, category="shoes")
+    shoes = VectorSearch(store).nearest(query, SearchParameters(k=4, category="shoes"))
     assert len(shoes) == 4
     assert {n.category for n in shoes} == {"shoes"}
-    all_products = store.search(query, k=12)
+    all_products = VectorSearch(store).nearest(query, SearchParameters(k=12))
     assert [n.product_id for n in shoes] == [n.product_id for n in all_products if n.category == "shoes"][:4]
-    assert len(store.search(query, k=50, category="shoes")) == 6
-    assert store.search(query, k=5, category="hats") == []
+    assert len(VectorSearch(store).nearest(query, SearchParameters(k=50, category="shoes"))) == 6
+    assert VectorSearch(store).nearest(query, SearchParameters(k=5, category="hats")) == []
 
 
 def test_similar_to_product_excludes_itself(store: Store, catalogue: dict[str, FloatArray]) -> None:
-    similar = store.similar_to_product("p5", k=3)
+    similar = VectorSearch(store).similar_to_product("p5", SearchParameters(k=3))
     assert similar is not None
     assert len(similar) == 3
     assert "p5" not in {n.product_id for n in similar}
     # The query is the normalised mean of the product's images.
-    mean = store.product_embeddings("p5").mean(axis=0)
-    assert similar == store.search(mean / np.linalg.norm(mean), k=3, exclude_product_id="p5")
-    bags = store.similar_to_product("p5", k=20, category="bags")
+    mean = VectorSearch(store).product_embeddings("p5").mean(axis=0)
+    assert similar == VectorSearch(store).nearest(
+        mean / np.linalg.norm(mean), SearchParameters(k=3, exclude_product_id="p5")
+    )
+    bags = VectorSearch(store).similar_to_product("p5", SearchParameters(k=20, category="bags"))
     assert bags is not None
     assert {n.product_id for n in bags} == {f"p{index}" for index in range(1, 12, 2)} - {"p5"}
-    assert store.similar_to_product("unknown", k=3) is None
+    assert VectorSearch(store).similar_to_product("unknown", SearchParameters(k=3)) is None
 
 
 # --- the HNSW path: a table large enough for the planner to use the index -------------------------
@@ -488,7 +501,7 @@ def _scans(url: str, *, category: bool, exclude: bool, query: FloatArray) -> str
     """The planner's scan for the store's statement (so the tests below exercise HNSW)."""
     with psycopg.connect(url) as connection:
         register_vector(connection)
-        statement = _search_statement(exact=False, category=category, exclude=exclude)
+        statement = search_statement(exact=False, category=category, exclude=exclude)
         parameters: dict[str, Any] = {
             "query": HalfVector(query),
             "category": "half",
@@ -506,13 +519,16 @@ def test_iterative_scan_fills_k_when_the_nearest_rows_are_filtered_out(
     query = near(vectors[0], 0.01, seed=99)
     assert "images_embedding_hnsw" in _scans(url, category=False, exclude=True, query=query)
     # ef_search 10: a plain HNSW scan would stop at dup's 60 images, all excluded.
-    store = Store(url, ef_search=10)
+    store = Store(url)
     try:
-        results = store.search(query, k=10, exclude_product_id="dup", ef_search=10)
+        search = VectorSearch(store, ef_search=10)
+        results = search.nearest(query, SearchParameters(k=10, exclude_product_id="dup", ef_search=10))
         assert len(results) == 10
         assert "dup" not in {n.product_id for n in results}
-        assert store.search(query, k=3)[0].product_id == "dup"
-        assert len(store.search(query, k=3)) == 3  # 60 images of dup count once
+        assert VectorSearch(store).nearest(query, SearchParameters(k=3))[0].product_id == "dup"
+        assert (
+            len(VectorSearch(store).nearest(query, SearchParameters(k=3))) == 3
+        )  # 60 images of dup count once
     finally:
         store.close()
 
@@ -524,24 +540,26 @@ def test_category_filter_iterative_path_returns_k_of_the_category(
     # Queries next to rows of the *other* category: the graph's nearest rows are filtered out.
     others = np.flatnonzero(~is_half)[60:70]
     assert "images_embedding_hnsw" in _scans(url, category=True, exclude=False, query=vectors[others[0]])
-    iterative = Store(url, exact_category_threshold=0)  # always the HNSW path
-    exact = Store(url)  # 2000 rows: the exact path
+    iterative = VectorSearch(Store(url), exact_category_threshold=0)  # always the HNSW path
+    exact = VectorSearch(Store(url))  # 2000 rows: the exact path
     candidates = np.flatnonzero(is_half)
     rounded = vectors[candidates].astype(np.float16).astype(np.float32)
     try:
         recalls = []
         for index in others:
             truth = {f"p{candidates[i]}" for i in np.argsort(-(rounded @ vectors[index]))[:10]}
-            found = iterative.search(vectors[index], k=10, category="half")
+            found = iterative.nearest(vectors[index], SearchParameters(k=10, category="half"))
             assert len(found) == 10
             assert {n.category for n in found} == {"half"}
             assert [n.distance for n in found] == sorted(n.distance for n in found)  # re-sorted
             recalls.append(len(truth & {n.product_id for n in found}) / 10)
-            assert {n.product_id for n in exact.search(vectors[index], k=10, category="half")} == truth
+            assert {
+                n.product_id for n in exact.nearest(vectors[index], SearchParameters(k=10, category="half"))
+            } == truth
         assert np.mean(recalls) >= 0.8
     finally:
-        iterative.close()
-        exact.close()
+        iterative.store.close()
+        exact.store.close()
 
 
 # --- connections -----------------------------------------------------------------------------------
@@ -579,26 +597,57 @@ def test_get_store_is_process_wide_and_needs_database_url(
     # Settings insist on a model card; the store does not use the model.
     (tmp_path / "model_card.json").write_text("{}")
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    reset_store()
+    reset_runtime()
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(SettingsError, match="DATABASE_URL is not set"):
         get_store()
     monkeypatch.setenv("DATABASE_URL", clean_database)
     monkeypatch.setenv("DB_PREPARE_THRESHOLD", "none")
     monkeypatch.setenv("HNSW_EF_SEARCH", "64")
-    reset_settings()
+    get_settings.cache_clear()
     try:
         store = get_store()
         assert get_store() is store
-        assert store.ef_search == 64
+        assert get_search().ef_search == 64
         store.migrate()
         store.upsert_images([record("a.jpg")])
-        assert store.search(unit_vectors(1, 0)[0], k=1)[0].key == "a.jpg"  # no prepared statements
-        reset_store()
+        assert (
+            VectorSearch(store).nearest(unit_vectors(1, 0)[0], SearchParameters(k=1))[0].key == "a.jpg"
+        )  # no prepared statements
+        reset_runtime()
         assert get_store() is not store
     finally:
-        reset_store()
+        reset_runtime()
 
 
 def _fields(image: ImageRecord) -> dict[str, Any]:
     return {name: getattr(image, name) for name in ImageRecord.__dataclass_fields__}
+
+
+def test_a_write_behind_a_held_row_lock_fails_fast_instead_of_waiting(clean_database: str) -> None:
+    """A batch stuck behind another transaction's row lock must fail (and be retried) after the
+    lock timeout, not hold the function until its own timeout."""
+    Store(clean_database).migrate()
+    setup = Store(clean_database)
+    setup.upsert_images([record("locked.jpg", sequencer="01")])
+    setup.close()
+    store = Store(clean_database, lock_timeout_ms=200, statement_timeout_ms=5_000)
+    outcome: dict[str, BaseException | str] = {}
+
+    def write() -> None:
+        try:
+            outcome["result"] = store.upsert_images([record("locked.jpg", sequencer="02")])[0]
+        except BaseException as error:
+            outcome["result"] = error
+
+    with psycopg.connect(clean_database) as holder:
+        holder.execute("SELECT 1 FROM images WHERE key = 'locked.jpg' FOR UPDATE")
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=20)  # without the timeout it would wait as long as the lock is held
+        assert not writer.is_alive(), "the write waited for the lock instead of failing fast"
+        holder.rollback()
+    assert isinstance(outcome["result"], psycopg.errors.LockNotAvailable), outcome
+    assert isinstance(outcome["result"], psycopg.OperationalError)  # what ingest retries
+    assert store.upsert_images([record("locked.jpg", sequencer="02")]) == ["applied"]  # after release
+    store.close()

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from lookalike.catalogue import KeyLayout, key_layout_from_env, product_identity
-from lookalike.settings import SettingsError
+from lookalike.catalogue import KeyLayout, product_identity
+from lookalike.settings import SettingsError, settings_from_env
+
+
+def key_layout_from_env(env: dict[str, str]) -> KeyLayout:
+    return settings_from_env(env).key_layout
+
 
 DEFAULT = key_layout_from_env({})
 
 
 def test_key_layout_gives_category_and_product() -> None:
     identity = product_identity("products/shoes/sku-123/front.jpg", {}, DEFAULT)
-    assert (identity.product_id, identity.category, identity.source) == ("sku-123", "shoes", "key_layout")
+    assert (identity.product_id, identity.category) == ("sku-123", "shoes")
 
 
 def test_metadata_wins_field_by_field() -> None:
     both = product_identity(
         "products/shoes/sku-123/front.jpg", {"product-id": "P9", "category": "bags"}, DEFAULT
     )
-    assert (both.product_id, both.category, both.source) == ("P9", "bags", "metadata")
+    assert (both.product_id, both.category) == ("P9", "bags")
     only_product = product_identity("products/shoes/sku-123/front.jpg", {"product-id": " P9 "}, DEFAULT)
     assert (only_product.product_id, only_product.category) == ("P9", "shoes")
     outside_layout = product_identity("misc/photo.jpg", {"category": "hats"}, DEFAULT)
@@ -43,7 +48,7 @@ def test_blank_metadata_is_absent_and_prefixed_names_are_understood() -> None:
 )
 def test_keys_outside_the_layout_fall_back_to_the_key(key: str) -> None:
     identity = product_identity(key, {}, DEFAULT)
-    assert (identity.product_id, identity.category, identity.source) == (key, None, "key")
+    assert (identity.product_id, identity.category) == (key, None)
 
 
 def test_a_trailing_file_placeholder_takes_deeper_folders() -> None:
@@ -61,7 +66,7 @@ def test_configurable_prefix_and_layout() -> None:
     assert layout.prefix == "catalog/"
     identity = product_identity("catalog/SKU-7/images/1.jpg", {}, layout)
     assert (identity.product_id, identity.category) == ("SKU-7", None)
-    assert product_identity("catalog/SKU-7/other/1.jpg", {}, layout).source == "key"
+    assert product_identity("catalog/SKU-7/other/1.jpg", {}, layout).product_id == "catalog/SKU-7/other/1.jpg"
     root = key_layout_from_env({"KEY_PREFIX": "", "KEY_LAYOUT": "{category}/{product_id}/{file}"})
     assert product_identity("shoes/P1/a.jpg", {}, root).product_id == "P1"
 
@@ -77,4 +82,4 @@ def test_configurable_prefix_and_layout() -> None:
 )
 def test_bad_layouts_fail_naming_the_variable(layout: str) -> None:
     with pytest.raises(SettingsError, match="KEY_LAYOUT"):
-        KeyLayout.parse("products/", layout)
+        key_layout_from_env({"KEY_LAYOUT": layout})

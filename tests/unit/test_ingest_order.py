@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lookalike.ingest import ObjectEvent, compare_orders, newest_per_object
-from lookalike.store import EventOrder
+from lookalike.ingest import newest_per_object
+from lookalike.ordering import compare_orders
+from lookalike.ports import EventOrder, ObjectEvent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

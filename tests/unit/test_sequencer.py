@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from lookalike.store import SEQUENCER_WIDTH, normalise_sequencer
+from lookalike.ordering import SEQUENCER_WIDTH, normalise_sequencer
 
 
 def s3_order(left: str, right: str) -> int:

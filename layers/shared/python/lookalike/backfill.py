@@ -17,9 +17,9 @@ What happens to the objects to process is a `BatchWork`:
 There is no S3 sequencer outside a notification: an object's event time is its LastModified.
 The store's guard orders it like any sequencer-less event (a delete or overwrite notified after
 the listing wins); an object version the store already holds (same ETag) is re-embedded in place
-when another model embedded it, keeping its ordering state (see store.py, "Re-embedding").
+when another model embedded it, keeping its ordering state (see store/write_sql.py, "Re-embedding").
 
-No boto3 here: listing is behind `ObjectLister`, reading behind `ingest.ObjectSource`.
+No boto3 here: listing and reading are behind the ports `ObjectLister` and `ObjectSource`.
 """
 
 from __future__ import annotations
@@ -28,37 +28,19 @@ import hashlib
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from lookalike.catalogue import KeyLayout
-from lookalike.ingest import IngestLimits, ObjectEvent, ObjectSource, embed_objects
-from lookalike.model.embedder import Embedder
+from lookalike.ingest import IngestLimits, embed_objects
+from lookalike.model.embedder import MAX_BATCH, Embedder
+from lookalike.ports import ListedObject, ObjectEvent, ObjectLister, ObjectSource
 from lookalike.store import Store, StoredVersion
 
-# ListObjectsV2 returns at most 1000 keys a page; the store check is one query per page.
-LIST_PAGE_SIZE = 1000
-DEFAULT_BATCH_SIZE = 32  # = embedder.MAX_BATCH: one ONNX call per batch, ~200 MB peak
+DEFAULT_BATCH_SIZE = MAX_BATCH  # one ONNX call per batch
 BACKFILL_EVENT_NAME = "ObjectCreated:Backfill"  # what the ingest outcome logs as the event
-
-
-@dataclass(frozen=True, slots=True)
-class ListedObject:
-    key: str
-    size: int
-    etag: str | None  # without S3's quotes
-    last_modified: datetime  # timezone-aware
-
-
-class ObjectLister(Protocol):
-    def list_pages(
-        self, bucket: str, prefix: str, *, start_after: str | None = None
-    ) -> Iterator[list[ListedObject]]:
-        """The objects under the prefix in key order, a page at a time (after `start_after`)."""
-        ...
 
 
 @dataclass(slots=True)
@@ -187,7 +169,7 @@ class EmbedLocally:
                 result.gone += 1
             else:
                 result.failed.append((outcome.event.key, outcome.detail))
-        records = [record for _, record in embedded.records]
+        records = [record for _, record in embedded.images]
         for written in self.store.bulk_upsert_images(records):
             if written == "applied":
                 result.done += 1
@@ -196,6 +178,9 @@ class EmbedLocally:
         for event, rejection in embedded.rejections:
             self.store.record_rejection(rejection)
             result.rejected.append((event.key, rejection.reason, rejection.detail))
+        for _, rejection in embedded.unstorable:
+            self.store.log_rejection(rejection)
+            result.rejected.append((rejection.ref.key, rejection.reason, rejection.detail))
         return result
 
 

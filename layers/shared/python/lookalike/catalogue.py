@@ -15,13 +15,8 @@ The README section "Product id and category" states the same rule for users.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from typing import Literal
-
-from lookalike.settings import SettingsError
 
 DEFAULT_KEY_PREFIX = "products/"
 DEFAULT_KEY_LAYOUT = "{category}/{product_id}/{file}"
@@ -30,8 +25,6 @@ PLACEHOLDERS = ("{category}", "{product_id}", "{file}")
 # User metadata names as boto3 returns them (S3 lower-cases them and strips x-amz-meta-).
 PRODUCT_ID_METADATA = "product-id"
 CATEGORY_METADATA = "category"
-
-IdentitySource = Literal["metadata", "key_layout", "key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +38,15 @@ class KeyLayout:
         for segment in segments:
             if "{" in segment and segment not in PLACEHOLDERS:
                 allowed = ", ".join(PLACEHOLDERS)
-                raise SettingsError(
+                raise ValueError(
                     f"KEY_LAYOUT segment {segment!r} is neither literal text nor one of {allowed}"
                 )
             if segment == "":
-                raise SettingsError(f"KEY_LAYOUT {layout!r} has an empty segment")
+                raise ValueError(f"KEY_LAYOUT {layout!r} has an empty segment")
         if "{product_id}" not in segments:
-            raise SettingsError(f"KEY_LAYOUT {layout!r} must contain {{product_id}}")
+            raise ValueError(f"KEY_LAYOUT {layout!r} must contain {{product_id}}")
         if len(set(segments) & set(PLACEHOLDERS)) != sum(segment in PLACEHOLDERS for segment in segments):
-            raise SettingsError(f"KEY_LAYOUT {layout!r} repeats a placeholder")
+            raise ValueError(f"KEY_LAYOUT {layout!r} repeats a placeholder")
         return cls(prefix=prefix, segments=segments)
 
     def match(self, key: str) -> dict[str, str] | None:
@@ -78,30 +71,10 @@ class KeyLayout:
         return values
 
 
-def key_layout_from_env(env: Mapping[str, str]) -> KeyLayout:
-    """KEY_PREFIX ('' allowed: the layout starts at the bucket root) and KEY_LAYOUT."""
-    prefix = env.get("KEY_PREFIX", DEFAULT_KEY_PREFIX).strip()
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    layout = env.get("KEY_LAYOUT", "").strip() or DEFAULT_KEY_LAYOUT
-    return KeyLayout.parse(prefix.lstrip("/"), layout)
-
-
-@cache
-def get_key_layout() -> KeyLayout:
-    """The process's layout, parsed once (a bad KEY_LAYOUT fails the cold start, by name)."""
-    return key_layout_from_env(os.environ)
-
-
-def reset_key_layout() -> None:
-    get_key_layout.cache_clear()
-
-
 @dataclass(frozen=True, slots=True)
 class ProductIdentity:
     product_id: str
     category: str | None
-    source: IdentitySource  # where the product id came from (logged)
 
 
 def _metadata_value(metadata: Mapping[str, str], name: str) -> str | None:
@@ -118,7 +91,7 @@ def product_identity(key: str, metadata: Mapping[str, str], layout: KeyLayout) -
     metadata_product = _metadata_value(metadata, PRODUCT_ID_METADATA)
     category = _metadata_value(metadata, CATEGORY_METADATA) or from_key.get("category")
     if metadata_product is not None:
-        return ProductIdentity(metadata_product, category, "metadata")
+        return ProductIdentity(metadata_product, category)
     if "product_id" in from_key:
-        return ProductIdentity(from_key["product_id"], category, "key_layout")
-    return ProductIdentity(key, category, "key")
+        return ProductIdentity(from_key["product_id"], category)
+    return ProductIdentity(key, category)

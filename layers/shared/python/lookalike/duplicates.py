@@ -1,6 +1,6 @@
 """Near-duplicate groups: images whose cosine similarity reaches a threshold, linked transitively.
 
-The graph's edges come from the HNSW index (`Store.close_neighbours`: per image one k-NN search
+The graph's edges come from the HNSW index (`VectorSearch.close_neighbours`: per image one k-NN search
 bounded by the threshold), never from an all-pairs scan, so the cost grows with n * log n, not
 n^2. A group is a connected component of that graph.
 
@@ -25,26 +25,18 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lookalike.store import CloseNeighbour, ImageSummary, ObjectRef, Store
+from lookalike.ports import ObjectRef
+from lookalike.store import CloseNeighbour, ImageSummary, SearchParameters, VectorSearch
 
-# The default threshold, from the near-duplicate benchmark (scripts/eval_quality.py,
-# docs/bench/quality.json, fp32/squash: 2,800 edited copies of 140 originals, 20 edits each
-# including crops keeping 50-80 %, recompression, colour and geometry changes): the share of
-# copies at or above the threshold to their original is 0.92 at 0.75, 0.86 at 0.80, 0.76 at
-# 0.85, 0.58 at 0.90; the most similar *different* image of each query reaches at most 0.815
-# (99th percentile 0.777), so 0.85 is the lowest threshold without a single false match there,
-# a 0.035 margin above the worst case. On the real sample photos light edits (JPEG quality 40,
-# half size, +30 % brightness, mirrored, 90 % crop) keep 0.899-0.99 and different photos reach
-# at most 0.49. A stricter report: ?threshold=0.9 (light edits only).
+# The default threshold: the lowest at which no different image of the near-duplicate benchmark
+# reached its query (docs/BENCHMARKS.md, "Near-duplicates"). A stricter report: ?threshold=0.9.
 DEFAULT_THRESHOLD = 0.85
 # Neighbours fetched per image: a group larger than this is still found whole, through its
 # other members' searches.
 NEIGHBOURS_PER_IMAGE = 16
 # HNSW candidate list for the duplicate scan. A pair is lost when the search from its smaller
-# member misses the other (see the module docstring). scripts/duplicates.py --bench 100000
-# (synthetic clustered rows, 1000 planted pairs at cosine ~0.96, 2 shared vCPUs): ef_search 100
-# found 974 pairs, full scan 272 s, a page 5.8 s; ef_search 200 found 983, 457 s (on a busier
-# machine), a page 6.5 s; no spurious group either way. Recall is worth more than speed here.
+# member misses the other (see the module docstring); recall is worth more than speed here
+# (docs/BENCHMARKS.md, "Near-duplicates", `scripts/duplicates.py --bench`).
 DUPLICATE_EF_SEARCH = 200
 DEFAULT_PAGE_SIZE = 50  # groups
 DEFAULT_SCAN_LIMIT = 2_000  # images scanned per page at most (bounds a request's time)
@@ -127,12 +119,18 @@ def _order(ref: ObjectRef) -> tuple[str, str]:
 class _Graph:
     """The edges found so far, fetched from the store on demand and remembered (one page)."""
 
-    def __init__(self, store: Store, threshold: float, category: str | None, ef_search: int | None) -> None:
-        self.store = store
+    def __init__(
+        self, search: VectorSearch, threshold: float, category: str | None, ef_search: int | None
+    ) -> None:
+        self.search = search
         self.threshold = threshold
         self.category = category
-        self.ef_search = ef_search or DUPLICATE_EF_SEARCH
         self.edges: dict[ObjectRef, list[CloseNeighbour]] = {}
+        self.scan = SearchParameters(
+            k=NEIGHBOURS_PER_IMAGE + 1,  # + the image itself, which the search leaves out
+            category=category,
+            ef_search=ef_search or DUPLICATE_EF_SEARCH,
+        )
 
     def fetch(self, refs: list[ObjectRef]) -> None:
         missing = [ref for ref in refs if ref not in self.edges]
@@ -140,12 +138,8 @@ class _Graph:
             chunk = missing[start : start + SCAN_CHUNK]
             for ref in chunk:
                 self.edges[ref] = []
-            for edge in self.store.close_neighbours(
-                chunk,
-                min_similarity=self.threshold,
-                k=NEIGHBOURS_PER_IMAGE + 1,  # + the image itself, which the store leaves out
-                category=self.category,
-                ef_search=self.ef_search,
+            for edge in self.search.close_neighbours(
+                chunk, min_similarity=self.threshold, parameters=self.scan
             ):
                 self.edges[edge.source].append(edge)
 
@@ -189,7 +183,7 @@ def _check(threshold: float, limit: int, scan_limit: int) -> None:
 
 
 def duplicate_groups_page(
-    store: Store,
+    search: VectorSearch,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     category: str | None = None,
@@ -205,12 +199,12 @@ def duplicate_groups_page(
     """
     _check(threshold, limit, scan_limit)
     after = decode_cursor(cursor) if cursor else None
-    graph = _Graph(store, threshold, category, ef_search)
+    graph = _Graph(search, threshold, category, ef_search)
     groups: list[DuplicateGroup] = []
     scanned = 0
     while len(groups) < limit and scanned < scan_limit:
         wanted = min(SCAN_CHUNK, scan_limit - scanned)
-        anchors = store.images_after(after, limit=wanted, category=category)
+        anchors = search.store.images_after(after, limit=wanted, category=category)
         graph.fetch([anchor.ref for anchor in anchors])
         for anchor in anchors:
             scanned += 1
@@ -229,7 +223,7 @@ def duplicate_groups_page(
 
 
 def all_duplicate_groups(
-    store: Store,
+    search: VectorSearch,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     category: str | None = None,
@@ -239,7 +233,7 @@ def all_duplicate_groups(
     cursor: str | None = None
     while True:
         page = duplicate_groups_page(
-            store,
+            search,
             threshold=threshold,
             category=category,
             limit=DEFAULT_PAGE_SIZE,

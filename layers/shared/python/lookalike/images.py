@@ -114,7 +114,7 @@ def decode_image(
     """Decode untrusted bytes into an upright RGB image, or raise an `ImageRejected`.
 
     `draft_size` lets JPEG decode at a reduced scale (DCT scaling) when the result will be
-    shrunk to the model's input anyway: about 3x faster on 2 MP photos at cosine 0.999.
+    shrunk to the model's input anyway (speed and fidelity: docs/BENCHMARKS.md, "Embedding speed").
     Pass None for a full decode.
     """
     if len(data) == 0:

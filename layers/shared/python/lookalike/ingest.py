@@ -24,20 +24,28 @@ No boto3 and no Powertools here: reading objects is behind the `ObjectSource` pr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import psycopg
 
 from lookalike.catalogue import KeyLayout, product_identity
 from lookalike.images import DecodedImage, ImageRejected, ImageTooLarge, decode_image
 from lookalike.model.embedder import Embedder, FloatArray
-from lookalike.store import EventOrder, ImageRecord, ObjectRef, Rejection, Store, normalise_sequencer
-
-ObjectEventKind = Literal["created", "removed"]
+from lookalike.ordering import compare_orders
+from lookalike.ports import (
+    FetchedObject,
+    FetchResult,
+    ObjectEvent,
+    ObjectGone,
+    ObjectRef,
+    ObjectSource,
+    ObjectTooLarge,
+    TransientError,
+)
+from lookalike.store import ImageRecord, Rejection, Store
 
 # Reads in flight at once; boto3's default connection pool (10) is the ceiling.
 FETCH_CONCURRENCY = 8
@@ -45,67 +53,6 @@ FETCH_CONCURRENCY = 8
 # What a database that is down or restarting raises (psycopg.InterfaceError: a connection the
 # server closed under us). Anything else from the store is a bug and propagates.
 TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectEvent:
-    """One S3 object notification, whatever shape delivered it (key already URL-decoded)."""
-
-    bucket: str
-    key: str
-    kind: ObjectEventKind
-    event_name: str  # as S3 / EventBridge named it: "ObjectCreated:Put", "Object Deleted", ...
-    event_time: datetime
-    sequencer: str | None = None  # raw, as delivered (may be a non-hex placeholder)
-    size: int | None = None  # removals carry none
-    etag: str | None = None
-    version_id: str | None = None
-    message_id: str | None = None  # the SQS message it came in, if any
-    request_id: str | None = None  # S3's x-amz-request-id, for correlating logs
-
-    @property
-    def ref(self) -> ObjectRef:
-        return ObjectRef(bucket=self.bucket, key=self.key)
-
-    @property
-    def order(self) -> EventOrder:
-        return EventOrder(sequencer=self.sequencer, event_time=self.event_time)
-
-
-# --- reading objects (implemented by the AWS adapter) -------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedObject:
-    data: bytes
-    size: int
-    etag: str | None
-    metadata: Mapping[str, str]  # user metadata, names without x-amz-meta-
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectGone:
-    """The object no longer exists (deleted since the event): nothing to embed."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectTooLarge:
-    """Larger than the byte limit: refused from its length, without downloading it."""
-
-    size: int
-
-
-FetchResult = FetchedObject | ObjectGone | ObjectTooLarge
-
-
-class TransientError(Exception):
-    """A failure a later retry may not meet (throttling, 5xx, timeouts, database down)."""
-
-
-class ObjectSource(Protocol):
-    def fetch(self, bucket: str, key: str, *, max_bytes: int) -> FetchResult:
-        """Read an object, at most max_bytes + 1 bytes of it; raise TransientError to retry."""
-        ...
 
 
 # --- outcomes ------------------------------------------------------------------------------
@@ -137,10 +84,24 @@ class IngestTimings:
 
 
 @dataclass(slots=True)
-class IngestReport:
-    outcomes: list[EventOutcome]
-    timings: IngestTimings
-    images_in_inference: int = 0
+class IngestBatch:
+    """One delivery's events on their way through the pipeline, and then its report.
+
+    `embed_objects` fills it (images to write, rejections, failed reads); `ingest_batch` adds the
+    settled duplicates and the removals, writes, and returns the same object with every outcome.
+    """
+
+    outcomes: list[EventOutcome] = field(default_factory=list)
+    images: list[tuple[ObjectEvent, ImageRecord]] = field(default_factory=list)
+    rejections: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
+    removals: list[ObjectEvent] = field(default_factory=list)
+    # Events whose key the database cannot hold (a NUL character): logged as rejections only.
+    unstorable: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
+    timings: IngestTimings = field(default_factory=IngestTimings)
+
+    @property
+    def images_in_inference(self) -> int:
+        return len(self.images)
 
     def count(self, kind: OutcomeKind) -> int:
         return sum(outcome.kind == kind for outcome in self.outcomes)
@@ -157,22 +118,6 @@ class IngestLimits:
 
 
 # --- the use case --------------------------------------------------------------------------
-
-
-def compare_orders(left: EventOrder, right: EventOrder) -> int:
-    """-1, 0 or 1 as `left` is older than, as old as, or newer than `right`.
-
-    S3's rule for the same key: sequencers (hex) are compared after right-padding the shorter
-    with zeros. Events without a usable sequencer (moto, some published samples) fall back to
-    the event time, as the store does.
-    """
-    left_sequencer = normalise_sequencer(left.sequencer)
-    right_sequencer = normalise_sequencer(right.sequencer)
-    if left_sequencer is not None and right_sequencer is not None:
-        width = max(len(left_sequencer), len(right_sequencer))
-        a, b = left_sequencer.ljust(width, "0"), right_sequencer.ljust(width, "0")
-        return (a > b) - (a < b)
-    return (left.event_time > right.event_time) - (left.event_time < right.event_time)
 
 
 def newest_per_object(events: Sequence[ObjectEvent]) -> tuple[list[ObjectEvent], list[EventOutcome]]:
@@ -207,24 +152,6 @@ class _Decoded:
     decoded: DecodedImage
 
 
-@dataclass(slots=True)
-class EmbeddedObjects:
-    """Created objects read, decoded and embedded; nothing written yet (see `embed_objects`)."""
-
-    records: list[tuple[ObjectEvent, ImageRecord]] = field(default_factory=list)
-    rejections: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
-    outcomes: list[EventOutcome] = field(default_factory=list)  # failed reads, vanished objects
-    timings: IngestTimings = field(default_factory=IngestTimings)
-
-
-@dataclass(slots=True)
-class _Batch:
-    outcomes: list[EventOutcome] = field(default_factory=list)
-    rejections: list[tuple[ObjectEvent, Rejection]] = field(default_factory=list)
-    images: list[tuple[ObjectEvent, ImageRecord]] = field(default_factory=list)
-    removals: list[ObjectEvent] = field(default_factory=list)
-
-
 def _fetch_all(
     events: list[ObjectEvent], source: ObjectSource, max_bytes: int
 ) -> list[FetchResult | TransientError]:
@@ -248,29 +175,28 @@ def ingest_batch(
     embedder: Embedder,
     limits: IngestLimits,
     layout: KeyLayout,
-) -> IngestReport:
+) -> IngestBatch:
     """Run the use case on one delivery's events; see the module docstring.
 
     `store` is called only when there is something to write, so a database that is down at
     cold start fails the events that need it, not the batch (gone objects are still settled).
     """
+    position = {id(event): index for index, event in enumerate(events)}
     latest, settled = newest_per_object(events)
+    latest, failed_checks = _versions_still_current(latest, source, position)
+    settled += failed_checks
     created = [event for event in latest if event.kind == "created"]
-    embedded = embed_objects(created, source=source, embedder=embedder, limits=limits, layout=layout)
-    timings = embedded.timings
-    batch = _Batch(
-        outcomes=settled + embedded.outcomes,
-        rejections=embedded.rejections,
-        images=embedded.records,
-        removals=[event for event in latest if event.kind == "removed"],
-    )
+    batch = embed_objects(created, source=source, embedder=embedder, limits=limits, layout=layout)
+    batch.outcomes += settled
+    removals = [event for event in latest if event.kind == "removed"]
+    batch.removals = [event for event in removals if storable_key(event.key)]
+    batch.unstorable += [(event, _unstorable(event)) for event in removals if not storable_key(event.key)]
 
     started = time.perf_counter()
     _write(batch, store)
-    timings.db_write_ms = (time.perf_counter() - started) * 1000
-    position = {id(event): index for index, event in enumerate(events)}
+    batch.timings.db_write_ms = (time.perf_counter() - started) * 1000
     batch.outcomes.sort(key=lambda outcome: position[id(outcome.event)])  # back to delivery order
-    return IngestReport(outcomes=batch.outcomes, timings=timings, images_in_inference=len(embedded.records))
+    return batch
 
 
 def embed_objects(
@@ -280,15 +206,17 @@ def embed_objects(
     embedder: Embedder,
     limits: IngestLimits,
     layout: KeyLayout,
-) -> EmbeddedObjects:
+) -> IngestBatch:
     """Steps 2-4 of the use case for "created" events (at most one per object): read the
     objects concurrently, decode them (a bad file becomes a rejection), embed every decodable
     image in ONE batched inference. Writes nothing: the ingest function and the backfill each
     write the result their own way."""
-    result = EmbeddedObjects()
+    result = IngestBatch()
+    result.unstorable = [(event, _unstorable(event)) for event in created if not storable_key(event.key)]
+    created = [event for event in created if storable_key(event.key)]
     timings = result.timings
     started = time.perf_counter()
-    fetched = _fetch_all(list(created), source, limits.max_image_bytes)
+    fetched = _fetch_all(created, source, limits.max_image_bytes)
     timings.s3_read_ms = (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
@@ -318,11 +246,65 @@ def embed_objects(
         started = time.perf_counter()
         embeddings = embedder.embed([item.decoded.image for item in images]).vectors
         timings.inference_ms = (time.perf_counter() - started) * 1000
-        result.records = [
+        result.images = [
             (item.event, _record(item, embedding, layout, embedder.model_version))
             for item, embedding in zip(images, embeddings, strict=True)
         ]
     return result
+
+
+# In a versioned bucket "ObjectRemoved:Delete" with a versionId deletes that one version for good;
+# the object itself is gone only if no version is left current (a delete marker is its own event).
+_VERSION_DELETED = "ObjectRemoved:Delete"
+
+
+def _versions_still_current(
+    events: list[ObjectEvent], source: ObjectSource, position: dict[int, int]
+) -> tuple[list[ObjectEvent], list[EventOutcome]]:
+    """Removals of one version of an object that still has a current version become a re-read of
+    the object: the index must describe what S3 serves now (the deleted version may have been
+    a non-current one, or the current one, in which case S3 made the previous version current)."""
+    kept: list[ObjectEvent] = []
+    failed: list[EventOutcome] = []
+    for event in events:
+        if (
+            event.kind != "removed"
+            or event.version_id is None
+            or not event.event_name.endswith(_VERSION_DELETED)
+        ):
+            kept.append(event)
+            continue
+        try:
+            still_there = source.exists(event.bucket, event.key)
+        except TransientError as error:
+            failed.append(
+                EventOutcome(event, "failed", f"checking the object's current version failed: {error}")
+            )
+            continue
+        if still_there:
+            reread = replace(event, kind="created", size=None, etag=None)
+            position[id(reread)] = position[id(event)]  # its outcome is reported in the event's place
+            event = reread
+        kept.append(event)
+    return kept, failed
+
+
+def storable_key(key: str) -> bool:
+    """S3 allows control characters in keys; PostgreSQL text cannot hold NUL."""
+    return "\x00" not in key
+
+
+def _unstorable(event: ObjectEvent) -> Rejection:
+    """The rejection of an event whose key the database cannot hold, with the key percent-encoded
+    (only '%' and NUL) so that the log names the object."""
+    escaped = event.key.replace("%", "%25").replace("\x00", "%00")
+    return Rejection(
+        ref=ObjectRef(event.bucket, escaped),
+        order=event.order,
+        reason="invalid_key",
+        detail="the key contains a NUL character, which the database cannot store (logged percent-encoded)",
+        size_bytes=event.size,
+    )
 
 
 def _rejection(event: ObjectEvent, rejected: ImageRejected, size: int | None) -> Rejection:
@@ -347,11 +329,16 @@ def _record(item: _Decoded, embedding: FloatArray, layout: KeyLayout, model_vers
     )
 
 
-def _write(batch: _Batch, store_factory: Callable[[], Store]) -> None:
-    """All database writes. After the first transient error the remaining writes fail without
-    being tried: a database that is down would otherwise cost a connect timeout per event."""
-    records = [record for _, record in batch.images]
-    if not (records or batch.removals or batch.rejections):
+def _write(batch: IngestBatch, store_factory: Callable[[], Store]) -> None:
+    """All database writes, each outcome kept with its own event.
+
+    After the first transient error the remaining writes fail without being tried: a database
+    that is down would otherwise cost a connect timeout per event. A write the database refuses
+    for its content (psycopg.DataError and the like: not transient) is retried record by record,
+    so that only the record it belongs to fails (and, retried alone, ends in the dead-letter
+    queue), never the rest of its batch.
+    """
+    if not (batch.images or batch.removals or batch.rejections or batch.unstorable):
         return
     error: Exception | None = None
     store: Store | None = None
@@ -360,47 +347,68 @@ def _write(batch: _Batch, store_factory: Callable[[], Store]) -> None:
     except TRANSIENT_DATABASE_ERRORS as caught:
         error = caught
 
-    def attempt(events: list[ObjectEvent], write: Callable[[Store], list[EventOutcome]]) -> None:
+    def attempt[T](
+        items: list[tuple[ObjectEvent, T]], write: Callable[[Store, list[T]], list[EventOutcome]]
+    ) -> None:
         nonlocal error
         if store is not None and error is None:
             try:
-                batch.outcomes.extend(write(store))
+                batch.outcomes.extend(write(store, [item for _, item in items]))
                 return
             except TRANSIENT_DATABASE_ERRORS as caught:
                 error = caught
+            except psycopg.Error as refused:
+                if len(items) > 1:
+                    for item in items:
+                        attempt([item], write)
+                    return
+                detail = f"the database refused this record: {refused}".strip()
+                batch.outcomes.append(EventOutcome(items[0][0], "failed", detail))
+                return
         detail = f"database unavailable: {error}".strip()
-        batch.outcomes.extend(EventOutcome(event, "failed", detail) for event in events)
+        batch.outcomes.extend(EventOutcome(event, "failed", detail) for event, _ in items)
 
     newer_state = "the store holds a newer state of this object"
-    if records:
+    events_of = {id(record): event for event, record in batch.images}
 
-        def upsert(store: Store) -> list[EventOutcome]:
-            results = store.upsert_images(records)
-            return [
-                EventOutcome(event, "embedded", product_id=record.product_id)
-                if result == "applied"
-                else EventOutcome(event, "stale", newer_state, product_id=record.product_id)
-                for (event, record), result in zip(batch.images, results, strict=True)
-            ]
+    def upsert(store: Store, records: list[ImageRecord]) -> list[EventOutcome]:
+        return [
+            EventOutcome(events_of[id(record)], "embedded", product_id=record.product_id)
+            if result == "applied"
+            else EventOutcome(events_of[id(record)], "stale", newer_state, product_id=record.product_id)
+            for record, result in zip(records, store.upsert_images(records), strict=True)
+        ]
 
-        attempt([event for event, _ in batch.images], upsert)
+    def delete(store: Store, events: list[ObjectEvent]) -> list[EventOutcome]:
+        return [
+            EventOutcome(event, "deleted")
+            if store.delete_image(event.ref, event.order) == "applied"
+            else EventOutcome(event, "stale", newer_state)
+            for event in events
+        ]
 
-    for removal in batch.removals:
-
-        def delete(store: Store, event: ObjectEvent = removal) -> list[EventOutcome]:
-            applied = store.delete_image(event.ref, event.order) == "applied"
-            return [EventOutcome(event, "deleted") if applied else EventOutcome(event, "stale", newer_state)]
-
-        attempt([removal], delete)
-
-    for rejected_event, rejection in batch.rejections:
-
-        def reject(
-            store: Store, event: ObjectEvent = rejected_event, row: Rejection = rejection
-        ) -> list[EventOutcome]:
+    def reject(store: Store, rows: list[Rejection]) -> list[EventOutcome]:
+        # Reported as rejected even when the store already holds a newer state of the object:
+        # the file itself is bad, which is what logs and metrics count.
+        outcomes = []
+        for row in rows:
             store.record_rejection(row)
-            # Reported as rejected even when the store already holds a newer state of the
-            # object: the file itself is bad, which is what logs and metrics count.
-            return [EventOutcome(event, "rejected", row.detail, reason=row.reason)]
+            outcomes.append(EventOutcome(rejected_events[id(row)], "rejected", row.detail, reason=row.reason))
+        return outcomes
 
-        attempt([rejected_event], reject)
+    def log_only(store: Store, rows: list[Rejection]) -> list[EventOutcome]:
+        outcomes = []
+        for row in rows:
+            store.log_rejection(row)
+            outcomes.append(EventOutcome(rejected_events[id(row)], "rejected", row.detail, reason=row.reason))
+        return outcomes
+
+    rejected_events = {id(row): event for event, row in [*batch.rejections, *batch.unstorable]}
+    if batch.images:
+        attempt(batch.images, upsert)
+    for removal in batch.removals:
+        attempt([(removal, removal)], delete)
+    for rejection in batch.rejections:
+        attempt([rejection], reject)
+    for unstorable in batch.unstorable:
+        attempt([unstorable], log_only)

@@ -1,9 +1,10 @@
-"""Typed settings, read once from the environment.
+"""One typed settings model for every environment variable of the domain and the AWS adapters.
 
-Every value is parsed and checked when the settings are first loaded, so a misconfigured
-function fails at cold start with a message that names the variable, not later on the first
-image. Defaults exist only where a wrong value cannot lose or corrupt data; each is written
-down here and in the README.
+Read once (`get_settings()`), validated as a whole when first loaded, so a misconfigured function
+fails at cold start with a message that names the variable, not later on the first image. Defaults
+exist only where a wrong value cannot lose or corrupt data; each is written down here and in the
+README's configuration table. Local-only settings (the embedded database's folder) live with the
+local stack, not here.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal, get_args
 
+from lookalike.catalogue import DEFAULT_KEY_LAYOUT, DEFAULT_KEY_PREFIX, KeyLayout
 from lookalike.model.preprocess import RESIZE_MODES, ResizeMode
 
-ModelVariant = Literal["fp32", "int8"]
+# In the repository the model layer's folder sits beside the shared layer's; in Lambda the model
+# layer is mounted at /opt/model and the template sets MODEL_DIR.
+_REPOSITORY_MODEL_DIR = Path(__file__).resolve().parents[3] / "model" / "model"
 
-# The repository layout puts the model layer next to the shared package; in Lambda the
-# model layer is mounted at /opt/model and MODEL_DIR says so explicitly.
-# (In Lambda this file sits at /opt/python/lookalike/settings.py, which has fewer parents.)
-_HERE = Path(__file__).resolve()
-_REPO_ROOT = _HERE.parents[4] if len(_HERE.parents) > 4 else Path.cwd()
-_REPO_MODEL_DIR = _REPO_ROOT / "layers" / "model" / "model"
+# The HNSW_EF_SEARCH default: recall and latency per value in docs/BENCHMARKS.md, "Query".
+DEFAULT_EF_SEARCH = 64
+MODEL_VARIANTS = ("fp32", "int8")
 
 
 class SettingsError(ValueError):
@@ -33,28 +33,33 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    # Database: any PostgreSQL with pgvector. None means "start the embedded default"
-    # (local runs and tests only; Lambda always sets DATABASE_URL or a secret).
+    # Database: any PostgreSQL with pgvector. Either a URL, or an RDS secret (Lambda) whose host
+    # DATABASE_HOST may replace (RDS Proxy's endpoint). Neither: local runs start the embedded one.
     database_url: str | None
-    # Where local state lives (embedded Postgres data folder, moto state).
-    data_dir: Path
+    database_secret_arn: str | None
+    database_host: str | None
     # Behind RDS Proxy server-side prepared statements pin sessions: None disables them.
     db_prepare_threshold: int | None
     db_connect_timeout_s: int
+    # A write transaction stuck behind a lock fails (and is retried) after this, not at the
+    # function's timeout.
+    db_lock_timeout_ms: int
+    db_statement_timeout_ms: int
 
     model_dir: Path
-    model_variant: ModelVariant | None  # None: the model card's default variant
+    model_variant: str | None  # None: the model card's default variant
     resize_mode: ResizeMode | None  # None: the model card's default resize mode
     inference_threads: int
 
     max_image_bytes: int
     max_image_pixels: int
+    key_layout: KeyLayout  # KEY_PREFIX + KEY_LAYOUT: which product and category a key names
 
     hnsw_ef_search: int
 
-    @property
-    def embedded_pgdata(self) -> Path:
-        return self.data_dir / "postgres"
+    # AWS adapters
+    s3_endpoint_url: str | None  # any S3-compatible endpoint (moto, MinIO); None: AWS
+    bucket_name: str | None  # the photo bucket (the query function reads `s3_key` photos from it)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -89,20 +94,30 @@ def _choice[T: str](env: Mapping[str, str], name: str, choices: tuple[T, ...]) -
 
 def _prepare_threshold(env: Mapping[str, str]) -> int | None:
     raw = _get(env, "DB_PREPARE_THRESHOLD")
-    if raw is None:
-        return 5  # psycopg's default
-    if raw.lower() in {"none", "off", "disabled"}:
+    if raw is not None and raw.lower() in {"none", "off", "disabled"}:
         return None
-    return _int(env, "DB_PREPARE_THRESHOLD", 5, minimum=0, maximum=1000)
+    return _int(env, "DB_PREPARE_THRESHOLD", 5, minimum=0, maximum=1000)  # 5: psycopg's default
 
 
 def _model_dir(env: Mapping[str, str]) -> Path:
     raw = _get(env, "MODEL_DIR")
-    path = Path(raw) if raw is not None else _REPO_MODEL_DIR
+    path = Path(raw) if raw is not None else _REPOSITORY_MODEL_DIR
     if not (path / "model_card.json").is_file():
         origin = "MODEL_DIR" if raw is not None else f"MODEL_DIR (unset; looked in {path})"
         raise SettingsError(f"{origin}: no model_card.json in {path}")
     return path
+
+
+def _key_layout(env: Mapping[str, str]) -> KeyLayout:
+    """KEY_PREFIX ('' allowed: the layout starts at the bucket root) and KEY_LAYOUT."""
+    prefix = env.get("KEY_PREFIX", DEFAULT_KEY_PREFIX).strip()
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    layout = _get(env, "KEY_LAYOUT") or DEFAULT_KEY_LAYOUT
+    try:
+        return KeyLayout.parse(prefix.lstrip("/"), layout)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -110,39 +125,34 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     database_url = _get(env, "DATABASE_URL")
     if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
         raise SettingsError("DATABASE_URL must be a postgresql:// URL")
-    data_dir_raw = _get(env, "LOOKALIKE_DATA_DIR")
-    data_dir = Path(data_dir_raw) if data_dir_raw is not None else _REPO_ROOT / ".data"
     cpu_count = os.cpu_count() or 1
     return Settings(
         database_url=database_url,
-        data_dir=data_dir.resolve(),
+        database_secret_arn=_get(env, "DATABASE_SECRET_ARN"),
+        database_host=_get(env, "DATABASE_HOST"),
         db_prepare_threshold=_prepare_threshold(env),
         db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
+        db_lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 5_000, minimum=10, maximum=600_000),
+        db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=100, maximum=3_600_000),
         model_dir=_model_dir(env),
-        model_variant=_choice(env, "MODEL_VARIANT", get_args(ModelVariant)),
+        model_variant=_choice(env, "MODEL_VARIANT", MODEL_VARIANTS),
         resize_mode=_choice(env, "RESIZE_MODE", RESIZE_MODES),
         # ONNX Runtime otherwise sizes its pool from the host's cores, not the function's
         # vCPU share; on Lambda that oversubscribes. Default: what this process may use.
         inference_threads=_int(env, "INFERENCE_THREADS", min(cpu_count, 2), minimum=1, maximum=64),
-        # 20 MB is well above a product photo and below Lambda's 6 MB sync payload x3.
+        # Well above a product photo; uploads through the API are capped lower by API Gateway.
         max_image_bytes=_int(env, "MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1024, maximum=512 * 1024**2),
         # 50 MP: any camera photo; decompression bombs are far larger.
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=10_000, maximum=500_000_000),
-        # scripts/bench_query.py, 100k images, k=10, GET /products/{id}/similar, three runs on 2
-        # shared vCPUs: ef_search 40 / 64 / 100 / 150 -> recall@10 0.969-0.989 / 0.989-0.994 /
-        # 0.994-0.997 / 0.997-0.999, p50 (load ~1.5) 3.7-4.0 / 3.2 / 4.4-5.3 / 6.2-7.5 ms. 64 is
-        # the cheapest setting that keeps recall above the 0.98 target in every run, with the p50
-        # inside 5 ms; raise it as the catalogue grows (ANCHORS, 1M rows: recall 0.87 at 100).
-        hnsw_ef_search=_int(env, "HNSW_EF_SEARCH", 64, minimum=10, maximum=1000),
+        key_layout=_key_layout(env),
+        hnsw_ef_search=_int(env, "HNSW_EF_SEARCH", DEFAULT_EF_SEARCH, minimum=10, maximum=1000),
+        s3_endpoint_url=_get(env, "S3_ENDPOINT_URL"),
+        bucket_name=_get(env, "BUCKET_NAME"),
     )
 
 
 @cache
 def get_settings() -> Settings:
-    """The process's settings, parsed once (cold start) and reused."""
+    """The process's settings, parsed once (cold start) and reused; `get_settings.cache_clear()`
+    forgets them (tests change the environment)."""
     return settings_from_env(os.environ)
-
-
-def reset_settings() -> None:
-    """Forget the cached settings (tests change the environment)."""
-    get_settings.cache_clear()

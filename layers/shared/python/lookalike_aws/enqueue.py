@@ -11,7 +11,6 @@ already holds is re-embedded only when another model embedded it (store.py, "Re-
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC
@@ -20,7 +19,8 @@ from urllib.parse import quote_plus
 
 import boto3
 
-from lookalike.backfill import BatchResult, ListedObject
+from lookalike.backfill import BatchResult
+from lookalike.ports import ListedObject
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -79,7 +79,7 @@ class EnqueueForIngest:
     def __init__(self, queue_url: str, client: SQSClient | None = None, *, region: str | None = None) -> None:
         self.queue_url = queue_url
         self.client: SQSClient = client or boto3.client("sqs")
-        self.region = region or self.client.meta.region_name or os.environ.get("AWS_REGION", "us-east-1")
+        self.region = region or self.client.meta.region_name or "us-east-1"
 
     def __call__(self, bucket: str, objects: Sequence[ListedObject]) -> BatchResult:
         result = BatchResult()

@@ -25,7 +25,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, SQSEvent
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
-from lookalike.ingest import ObjectEvent, ObjectEventKind
+from lookalike.ports import ObjectEvent, ObjectEventKind
 
 InvocationSource = Literal["sqs", "s3", "eventbridge"]
 
@@ -162,10 +162,12 @@ def _from_s3_record(raw: Any, message_id: str | None) -> ObjectEvent | str:
         kind=kind,
         event_name=record.event_name,
         event_time=_timestamp(record.event_time),
+        # Read leniently: moto's events and removals lack a sequencer and a size, which
+        # Powertools' properties would turn into a KeyError.
         sequencer=_optional_text(s3_object.get("sequencer")),
         size=_optional_int(s3_object.get("size")) if kind == "created" else None,
-        etag=_optional_text(s3_object.get("eTag")),
-        version_id=_optional_text(s3_object.get("versionId")),
+        etag=_optional_text(s3_object.etag),
+        version_id=_optional_text(s3_object.version_id),
         message_id=message_id,
         request_id=_optional_text((raw.get("responseElements") or {}).get("x-amz-request-id")),
     )

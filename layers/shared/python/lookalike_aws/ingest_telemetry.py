@@ -16,14 +16,12 @@ from dataclasses import asdict
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from lookalike.ingest import EventOutcome, IngestReport
+from lookalike.ingest import EventOutcome, IngestBatch
 from lookalike_aws.events import ParsedInvocation
-
-_PER_EVENT_KEYS = ["s3_key", "s3_request_id", "message_id"]
 
 
 def report_batch(
-    report: IngestReport, parsed: ParsedInvocation, *, logger: Logger, metrics: Metrics, tracer: Tracer
+    report: IngestBatch, parsed: ParsedInvocation, *, logger: Logger, metrics: Metrics, tracer: Tracer
 ) -> None:
     for outcome in report.outcomes:
         _log_outcome(logger, outcome)
@@ -57,21 +55,20 @@ def report_batch(
 
 def _log_outcome(logger: Logger, outcome: EventOutcome) -> None:
     event = outcome.event
-    logger.append_keys(s3_key=event.key, s3_request_id=event.request_id, message_id=event.message_id)
-    try:
-        fields = {
-            "outcome": outcome.kind,
-            "bucket": event.bucket,
-            "event": event.event_name,
-            "reason": outcome.reason,
-            "detail": outcome.detail,
-            "product_id": outcome.product_id,
-        }
+    fields = {
+        "outcome": outcome.kind,
+        "bucket": event.bucket,
+        "event": event.event_name,
+        "reason": outcome.reason,
+        "detail": outcome.detail,
+        "product_id": outcome.product_id,
+    }
+    with logger.append_context_keys(
+        s3_key=event.key, s3_request_id=event.request_id, message_id=event.message_id
+    ):
         if outcome.kind == "failed":
             logger.warning("will be retried", extra=fields)
         elif outcome.kind == "rejected":
             logger.warning("image rejected", extra=fields)
         else:
             logger.info(outcome.kind, extra=fields)
-    finally:
-        logger.remove_keys(_PER_EVENT_KEYS)

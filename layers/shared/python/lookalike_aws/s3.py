@@ -9,26 +9,31 @@ failing after that is a `TransientError`, so the message goes back to the queue.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
+from functools import cache
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lookalike.backfill import LIST_PAGE_SIZE, ListedObject
-from lookalike.ingest import FetchedObject, FetchResult, ObjectGone, ObjectTooLarge, TransientError
+from lookalike.ports import (
+    FetchedObject,
+    FetchResult,
+    ListedObject,
+    ObjectGone,
+    ObjectTooLarge,
+    TransientError,
+)
+from lookalike.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# ListObjectsV2 returns at most 1000 keys a page; the backfill's store check is one query per page.
+LIST_PAGE_SIZE = 1000
 S3_MAX_ATTEMPTS = 3  # standard mode: the first call plus two retries
 _GONE_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion"}
-
-_lock = threading.Lock()
-_client: S3Client | None = None
 
 
 def s3_client_config(endpoint_url: str | None) -> Config:
@@ -41,21 +46,11 @@ def s3_client_config(endpoint_url: str | None) -> Config:
     )
 
 
+@cache
 def get_s3_client() -> S3Client:
     """The container's S3 client (boto3 clients are thread-safe; reads run in a small pool)."""
-    global _client
-    with _lock:
-        if _client is None:
-            endpoint_url = os.environ.get("S3_ENDPOINT_URL", "").strip() or None
-            _client = boto3.client("s3", endpoint_url=endpoint_url, config=s3_client_config(endpoint_url))
-        return _client
-
-
-def reset_s3_client() -> None:
-    """Forget the client (tests point S3_ENDPOINT_URL elsewhere)."""
-    global _client
-    with _lock:
-        _client = None
+    endpoint_url = get_settings().s3_endpoint_url
+    return boto3.client("s3", endpoint_url=endpoint_url, config=s3_client_config(endpoint_url))
 
 
 class S3ObjectSource:
@@ -99,6 +94,17 @@ class S3ObjectSource:
             etag=etag.strip('"') if etag else None,
             metadata=dict(response.get("Metadata", {})),
         )
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _error_code(error) in _GONE_CODES:
+                return False  # no current version (deleted, or a delete marker is current)
+            raise TransientError(f"HeadObject s3://{bucket}/{key}: {error}") from error
+        except BotoCoreError as error:
+            raise TransientError(f"HeadObject s3://{bucket}/{key}: {error}") from error
+        return True
 
 
 class S3ObjectLister:

@@ -30,20 +30,21 @@ class Preprocessing:
 
 
 def resize_for_model(image: Image.Image, size: int, mode: ResizeMode, crop_fraction: float) -> Image.Image:
-    """Resize an RGB image to size x size as the resize mode says."""
+    """Resize an RGB image to size x size as the resize mode says.
+
+    `center_crop` means: scale the short side to size / crop_fraction, keep the central
+    size x size. The same square is cut from the source first and only it is resampled, so the
+    work is bounded by the output size whatever the aspect ratio (a 1 x 4000 strip would otherwise
+    be scaled to 256 x 1,024,000 pixels before the crop).
+    """
     if mode == "squash":
         return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    short_side = round(size / crop_fraction)
     width, height = image.size
-    scale = short_side / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        Image.Resampling.BILINEAR,
-        reducing_gap=3.0,
+    side = min(width, height) * crop_fraction
+    left, top = (width - side) / 2, (height - side) / 2
+    return image.resize(
+        (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0
     )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
 
 
 def to_model_input(

@@ -30,15 +30,14 @@ CREATE TABLE images (
     CONSTRAINT images_model_version_if_embedded CHECK (model_version IS NOT NULL OR status <> 'embedded')
 );
 
--- ANCHORS: a 1280-d halfvec (2.5 kB) is TOASTed by default; the planner then sees a tiny table,
--- builds HNSW with 0 parallel workers, and exact scans are 1.6-2.7x slower. PLAIN keeps the
--- vector in the heap page (it fits: halfvec(1280) < 8 kB) and costs nothing for halfvec.
+-- A 1280-d halfvec (2.5 kB) is TOASTed by default; the planner then sees a tiny table, builds
+-- HNSW without parallel workers, and exact scans are slower (docs/BENCHMARKS.md, "Storage").
+-- PLAIN keeps the vector in the heap page (it fits: halfvec(1280) < 8 kB).
 ALTER TABLE images ALTER COLUMN embedding SET STORAGE PLAIN;
 ALTER TABLE images SET (parallel_workers = 2);
 
--- ANCHORS (100k halfvec rows): m=16 / ef_construction=64 builds in ~34 s and gives recall@10
--- 0.976 at ef_search 100 (1.3 ms) and 0.996 at ef_search 200. At 1M rows it is not enough
--- (0.87 at ef_search 100): the query issue may raise ef_construction (128-256) and/or m then.
+-- m=16 / ef_construction=64: recall and build time at 100k rows in docs/BENCHMARKS.md
+-- ("Recall vs ef_search"); larger catalogues need more (docs/SCALING.md).
 -- Rows without an embedding (tombstones) are not indexed (HNSW skips NULLs).
 CREATE INDEX images_embedding_hnsw ON images
     USING hnsw (embedding halfvec_cosine_ops) WITH (m = 16, ef_construction = 64);

@@ -1,0 +1,285 @@
+"""Vector search: the one room for ranking (statements, the exact/iterative choice, pool growth).
+
+Every search takes one validated `SearchParameters`. Results are products, each once, by its best
+image: a candidate pool of images is fetched in distance order and deduplicated by product; when a
+full pool yields fewer than k products the pool grows and the search runs again.
+
+Category filter: a category with at most `exact_category_threshold` embedded rows is searched
+exactly (every distance of the category, through the category btree: recall 1.0); a bigger one
+through HNSW with `iterative_scan = relaxed_order` (re-sorted here). The exact cost grows with the
+category's size, the iterative cost with its rarity; the threshold is where the two cross
+(docs/BENCHMARKS.md, "Category filter", `scripts/measure_category_filter.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import psycopg
+from pgvector import HalfVector
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from lookalike.ports import ObjectRef
+from lookalike.settings import DEFAULT_EF_SEARCH
+from lookalike.store.database import Store
+from lookalike.store.rows import (
+    EMBEDDING_DIM,
+    CloseNeighbour,
+    FloatArray,
+    Neighbour,
+    image_summary,
+    to_halfvec,
+)
+
+# The most products one search returns (the API's limit, and the pool's starting point).
+MAX_K: Final = 100
+# hnsw.ef_search accepts at most 1000; beyond that a query is a scan.
+MAX_EF_SEARCH: Final = 1000
+EXACT_CATEGORY_THRESHOLD: Final = 5_000
+
+# The candidate pool (rows fetched before one-per-product deduplication) starts at
+# POOL_FACTOR * k (at least MIN_POOL), grows POOL_GROWTH-fold while too few distinct products come
+# back from a full pool, and is capped at MAX_EF_SEARCH.
+POOL_FACTOR: Final = 4
+MIN_POOL: Final = 40
+POOL_GROWTH: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParameters:
+    """What one search asks for; validated once, here."""
+
+    k: int = 10
+    category: str | None = None
+    min_similarity: float | None = None
+    exclude_product_id: str | None = None
+    ef_search: int | None = None  # None: the searcher's default
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be between -1 and 1, got {self.min_similarity}")
+        if self.ef_search is not None and not 1 <= self.ef_search <= MAX_EF_SEARCH:
+            raise ValueError(f"ef_search must be between 1 and {MAX_EF_SEARCH}, got {self.ef_search}")
+
+    @property
+    def max_distance(self) -> float | None:
+        return None if self.min_similarity is None else 1.0 - self.min_similarity
+
+
+class VectorSearch:
+    """Nearest-neighbour queries over the store's embeddings."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        exact_category_threshold: int = EXACT_CATEGORY_THRESHOLD,
+    ) -> None:
+        self.store = store
+        self.ef_search = ef_search
+        self.exact_category_threshold = exact_category_threshold
+
+    def nearest(self, embedding: FloatArray, parameters: SearchParameters) -> list[Neighbour]:
+        """The k nearest products to an embedding by cosine distance, each once (by its best image)."""
+        query = to_halfvec(embedding)
+        return self.store.run(lambda connection: self._nearest(connection, query, parameters))
+
+    def similar_to_product(self, product_id: str, parameters: SearchParameters) -> list[Neighbour] | None:
+        """Products like this one (never itself); None if it has no embedded image.
+
+        The query is the normalised mean of the product's embeddings, not its first image: a
+        product photographed from several sides is then matched on what its views share, the
+        result does not depend on which upload came first, and it costs one search.
+        """
+        parameters = SearchParameters(
+            k=parameters.k,
+            category=parameters.category,
+            min_similarity=parameters.min_similarity,
+            exclude_product_id=product_id,
+            ef_search=parameters.ef_search,
+        )
+
+        def run(connection: psycopg.Connection[TupleRow]) -> list[Neighbour] | None:
+            embeddings = _product_embeddings(connection, product_id)
+            if len(embeddings) == 0:
+                return None
+            mean = embeddings.mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            # Opposite views could cancel out exactly; the first image is the fallback then.
+            query = mean / norm if norm > 1e-6 else embeddings[0]
+            return self._nearest(connection, to_halfvec(query), parameters)
+
+        return self.store.run(run)
+
+    def product_embeddings(self, product_id: str) -> FloatArray:
+        """[n, dim] float32 (halfvec precision), newest image first; [0, dim] if unknown."""
+        return self.store.run(lambda connection: _product_embeddings(connection, product_id))
+
+    def close_neighbours(
+        self, refs: Sequence[ObjectRef], *, min_similarity: float, parameters: SearchParameters
+    ) -> list[CloseNeighbour]:
+        """For each embedded image of `refs`, its (at most k) nearest other images with cosine
+        similarity >= min_similarity, through the HNSW index: one k-NN search per image, all
+        in one statement (a LATERAL join), never a scan of all pairs."""
+        if not refs:
+            return []
+        category = parameters.category
+
+        def read(connection: psycopg.Connection[TupleRow]) -> list[CloseNeighbour]:
+            exact = self._exact(connection, category)
+            if not exact:
+                connection.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), "
+                    "set_config('hnsw.iterative_scan', %s, true)",
+                    (
+                        str(max(parameters.ef_search or self.ef_search, parameters.k)),
+                        "off" if category is None else "relaxed_order",
+                    ),
+                )
+            rows = connection.execute(
+                close_neighbours_statement(exact=exact, category=category is not None),
+                {
+                    "buckets": [ref.bucket for ref in refs],
+                    "keys": [ref.key for ref in refs],
+                    "category": category,
+                    "k": parameters.k,
+                    "max_distance": 1.0 - min_similarity,
+                },
+            ).fetchall()
+            return [
+                CloseNeighbour(ObjectRef(row[0], row[1]), image_summary(row[2:8]), float(row[8]))
+                for row in rows
+            ]
+
+        return self.store.run(read)
+
+    def _exact(self, connection: psycopg.Connection[TupleRow], category: str | None) -> bool:
+        return (
+            category is not None
+            and _category_size(connection, category, self.exact_category_threshold)
+            <= self.exact_category_threshold
+        )
+
+    def _nearest(
+        self, connection: psycopg.Connection[TupleRow], query: HalfVector, parameters: SearchParameters
+    ) -> list[Neighbour]:
+        exact = self._exact(connection, parameters.category)
+        statement = search_statement(
+            exact=exact,
+            category=parameters.category is not None,
+            exclude=parameters.exclude_product_id is not None,
+        )
+        k, max_distance = parameters.k, parameters.max_distance
+        pool = min(max(POOL_FACTOR * k, MIN_POOL), MAX_EF_SEARCH)
+        while True:
+            if not exact:
+                # Transaction-local (SET LOCAL semantics): safe on pooled connections. The
+                # iterative scan keeps reading the graph until LIMIT rows pass the filters
+                # (category, excluded product), where a plain HNSW scan stops at ef_search.
+                connection.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), "
+                    "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                    (str(max(parameters.ef_search or self.ef_search, pool)),),
+                )
+            rows = connection.execute(
+                statement,
+                {
+                    "query": query,
+                    "category": parameters.category,
+                    "exclude": parameters.exclude_product_id,
+                    "limit": pool,
+                },
+            ).fetchall()
+            # relaxed_order returns rows slightly out of order: sort (stable, cheap) before
+            # keeping each product's best image.
+            rows.sort(key=lambda row: row[4])
+            best: dict[str, Neighbour] = {}
+            for row in rows:
+                if max_distance is not None and row[4] > max_distance:
+                    break
+                if row[0] not in best:
+                    best[row[0]] = Neighbour(*row)
+                    if len(best) == k:
+                        break
+            exhausted = len(rows) < pool or (
+                max_distance is not None and bool(rows) and rows[-1][4] > max_distance
+            )
+            if len(best) >= k or exhausted or pool >= MAX_EF_SEARCH:
+                return list(best.values())
+            pool = min(pool * POOL_GROWTH, MAX_EF_SEARCH)
+
+
+def _product_embeddings(connection: psycopg.Connection[TupleRow], product_id: str) -> FloatArray:
+    rows = connection.execute(
+        "SELECT embedding FROM images WHERE product_id = %s AND status = 'embedded' "
+        "ORDER BY event_time DESC, key",
+        (product_id,),
+    ).fetchall()
+    if not rows:
+        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+    return np.stack([row[0].to_numpy() for row in rows]).astype(np.float32)
+
+
+def _category_size(connection: psycopg.Connection[TupleRow], category: str, threshold: int) -> int:
+    """The category's embedded rows, counted up to threshold + 1 (an index-only scan of the
+    partial category index; bounded, so a huge category costs no more than a small one)."""
+    row = connection.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM images WHERE category = %s AND status = 'embedded' "
+        "LIMIT %s) AS bounded",
+        (category, threshold + 1),
+    ).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def search_statement(*, exact: bool, category: bool, exclude: bool) -> sql.Composed:
+    """One fixed text per filter combination (so each can be a prepared statement).
+
+    The exact path orders by `distance + 0`: an expression the HNSW index cannot serve, so the
+    planner computes every distance of the category (through the category btree) and keeps
+    the top rows: recall 1.0. Forcing it this way, not with `enable_indexscan = off`, keeps
+    cached plans valid on pooled connections.
+    """
+    conditions = [sql.SQL("status = 'embedded'")]
+    if category:
+        conditions.append(sql.SQL("category = %(category)s"))
+    if exclude:
+        conditions.append(sql.SQL("product_id <> %(exclude)s"))
+    order = sql.SQL("(embedding <=> %(query)s) + 0" if exact else "embedding <=> %(query)s")
+    return sql.SQL(
+        "SELECT product_id, bucket, key, category, embedding <=> %(query)s AS distance, width, height "
+        "FROM images WHERE {conditions} ORDER BY {order} LIMIT %(limit)s"
+    ).format(conditions=sql.SQL(" AND ").join(conditions), order=order)
+
+
+def close_neighbours_statement(*, exact: bool, category: bool) -> sql.Composed:
+    """Per wanted image a k-NN search (the image's own embedding as the query) in a LATERAL
+    join; the same exact/iterative choice as `search_statement` when a category filters."""
+    condition = sql.SQL(" AND near.category = %(category)s" if category else "")
+    order = sql.SQL(
+        "(near.embedding <=> wanted.embedding) + 0" if exact else "near.embedding <=> wanted.embedding"
+    )
+    return sql.SQL(
+        """SELECT wanted.bucket, wanted.key, found.bucket, found.key, found.product_id, found.category,
+               found.width, found.height, found.distance
+        FROM unnest(%(buckets)s::text[], %(keys)s::text[]) AS asked (bucket, key)
+        JOIN images AS wanted
+            ON wanted.bucket = asked.bucket AND wanted.key = asked.key AND wanted.status = 'embedded'
+        CROSS JOIN LATERAL (
+            SELECT near.bucket, near.key, near.product_id, near.category, near.width, near.height,
+                   near.embedding <=> wanted.embedding AS distance
+            FROM images AS near
+            WHERE near.status = 'embedded'{condition}
+            ORDER BY {order}
+            LIMIT %(k)s
+        ) AS found
+        WHERE found.distance <= %(max_distance)s
+            AND (found.bucket, found.key) <> (wanted.bucket, wanted.key)
+        ORDER BY wanted.bucket, wanted.key, found.distance, found.bucket, found.key"""
+    ).format(condition=condition, order=order)
