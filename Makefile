@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases functions/ingest
-	$(BIN)/mypy --explicit-package-bases functions/query
+	MYPYPATH=functions/query $(BIN)/mypy --explicit-package-bases functions/query
 	$(BIN)/mypy --explicit-package-bases functions/migrate
 
 format: $(STAMP)
@@ -123,6 +123,8 @@ sam-venv: $(SAM_STAMP)
 # .aws-sam/build: the functions and the three layers, ready for `sam deploy`. --cached rebuilds
 # only what changed (source hashes in .aws-sam/cache).
 build: $(SAM_STAMP)
+	@test -f layers/certificates/global-bundle.pem || test -n "$(ALLOW_MISSING_RDS_CA)" || \
+		{ echo "error: layers/certificates/global-bundle.pem missing: docs/DEPLOYMENT.md, Database TLS" >&2; exit 1; }
 	$(SAM_ENV) $(SAM) build --cached --template-file template.yaml $(BUILD_ARGS)
 
 validate: $(SAM_STAMP)

@@ -1,8 +1,8 @@
 """Category-filtered search: exact (btree) path vs HNSW iterative scan; prints JSON.
 
-Justifies lookalike.store.search.EXACT_CATEGORY_THRESHOLD. For each table size it loads synthetic clustered,
-ReLU-like, L2-normalised 1280-d vectors (the shape of CNN embeddings) into a scratch database,
-builds the HNSW index as the schema defines it, and times `Store.search(..., category=...)`
+Justifies lookalike.store.search.EXACT_CATEGORY_THRESHOLD. For each table size it loads synthetic
+clustered, ReLU-like, L2-normalised 1280-d vectors (the shape of CNN embeddings) into a scratch
+database, builds the HNSW index as the schema defines it, and times `VectorSearch.nearest`
 with the path forced either way, against exact numpy results (recall@k).
 
 Categories are assigned at random, independent of the clusters: the hardest case for a

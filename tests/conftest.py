@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from lookalike.settings import get_settings
+from lookalike_aws.s3 import get_s3_client
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.samples import SamplePhoto, sample_photos
 
@@ -105,6 +106,8 @@ def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest
     import boto3
 
     monkeypatch.setenv("S3_ENDPOINT_URL", moto_server)
+    get_settings.cache_clear()  # the S3 client and settings were built for the old endpoint
+    get_s3_client.cache_clear()
     slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:30].strip("-")
     bucket = f"test-{slug}-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)

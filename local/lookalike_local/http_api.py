@@ -12,6 +12,9 @@ Besides the API the server has a few local-only routes that are not part of the 
 local bucket), `POST /upload` (puts a new product image into the bucket) and
 `/local/objects?key=` (ingest status of one object), `/local/status` (ingest counts) and
 `/local/catalogue` (the products uploaded by the local stack, one image each).
+
+Like API Gateway, the server answers every request with JSON: any HTTP method (an unmatched one
+gets the JSON 404 of an unmatched route), and malformed requests get `{"message": ...}` too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +45,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 6 * 1024 * 1024
 API_ID = "local"
+# Thumbnails of the page: a square of at most this many pixels a side.
+MAX_THUMBNAIL_SIDE = 1024
+_THUMBNAIL_SIZE = re.compile(r"[0-9]{1,5}")
 # Content types API Gateway passes as text; every other body is base64-encoded in the event.
 _TEXT_TYPES = re.compile(
     r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded|graphql))$"
@@ -225,12 +232,17 @@ class LocalApiGateway:
         self.requests += 1
         split = urlsplit(target)
         path, query = split.path or "/", split.query
-        params = dict(parse_qsl(query))
+        params = dict(parse_qsl(query, keep_blank_values=True))
         if method in {"GET", "HEAD"} and (path == "/" or path.startswith("/static/")):
             return self._static("index.html" if path == "/" else path.removeprefix("/static/"))
         if method in {"GET", "HEAD"} and path.startswith("/thumbnails/"):
-            size = int(params.get("size", "256")) if params.get("size", "256").isdigit() else 256
-            thumbnail = self._local.thumbnail(unquote(path.removeprefix("/thumbnails/")), min(size, 1024))
+            raw_size = params.get("size", "256")
+            size = int(raw_size) if _THUMBNAIL_SIZE.fullmatch(raw_size) else 0
+            if not 1 <= size <= MAX_THUMBNAIL_SIDE:
+                return _json_response(
+                    400, {"message": f"size must be a whole number from 1 to {MAX_THUMBNAIL_SIDE}"}
+                )
+            thumbnail = self._local.thumbnail(unquote(path.removeprefix("/thumbnails/")), size)
             if thumbnail is None:
                 return _json_response(404, {"message": "no such object"})
             return HttpResponse(
@@ -313,12 +325,46 @@ class LocalApiGateway:
         return response
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class LocalRequestHandler(BaseHTTPRequestHandler):
     server: LocalHttpServer
     protocol_version = "HTTP/1.1"
+    # Keep-alive clients (the page, the tests, benchmarks) would otherwise wait for a delayed ACK
+    # on every response: http.server writes the head and the body separately, and Nagle's
+    # algorithm holds the second small write until the first is acknowledged. A buffered writer
+    # sends head and body in one write (handle_one_request flushes it after each request), and
+    # TCP_NODELAY covers responses larger than the buffer. Measured by
+    # scripts/bench_local_gateway.py: docs/LOCAL_GATEWAY.md.
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # http.server answers a method it has no do_<METHOD> for (TRACE, PROPFIND, ...) with an
+        # HTML 501; API Gateway routes every method, so every method is served here too.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def handle_expect_100(self) -> bool:
+        accepted = super().handle_expect_100()
+        self.wfile.flush()  # the interim 100 Continue must leave now, not with the response
+        return accepted
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests (bad request line, too many headers, ...): API Gateway's JSON error
+        instead of http.server's HTML page."""
+        self.log_error("code %d, message %s", code, message or "")
+        # A request line that did not parse leaves http.server's default "HTTP/0.9", for which
+        # it writes no status line and no headers: a client could not tell the error from data.
+        self.request_version = self.protocol_version
+        self._write(_json_response(code, {"message": HTTPStatus(code).phrase}), close=True)
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isascii() or not declared.isdigit():
+            # Negative or not a number: rfile.read(-1) would wait for the client to close.
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return
+        length = int(declared)
         if length > MAX_REQUEST_BYTES:
             self._write(_json_response(413, {"message": "Request Entity Too Large"}), close=True)
             return
@@ -349,8 +395,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve  # noqa: N815
-
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - %s", self.address_string(), format % args)
 
@@ -358,9 +402,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class LocalHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, gateway: LocalApiGateway) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        gateway: LocalApiGateway,
+        *,
+        handler: type[LocalRequestHandler] = LocalRequestHandler,
+    ) -> None:
         self.gateway = gateway
-        super().__init__((host, port), _RequestHandler)
+        super().__init__((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -125,7 +125,13 @@ def provision(endpoint_url: str, topology: Topology, *, notify: bool = True) -> 
         dlq_url=dlq_url,
         dlq_arn=dlq_arn,
     )
-    s3_client(endpoint_url).create_bucket(Bucket=topology.bucket)
+    s3 = s3_client(endpoint_url)
+    s3.create_bucket(Bucket=topology.bucket)
+    if topology.cors_rules:
+        s3.put_bucket_cors(
+            Bucket=topology.bucket,
+            CORSConfiguration={"CORSRules": [dict(rule) for rule in topology.cors_rules]},  # type: ignore[misc]
+        )
     if notify:
         enable_notifications(endpoint_url, topology, provisioned)
     return provisioned

@@ -25,10 +25,19 @@ LOCAL_DLQ = "lookalike-ingest-dlq"
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 
-# Values AWS fills in or that only make sense in Lambda: never copied into the local environment.
 # What AWS uses when a declared queue or SQS trigger leaves a setting out.
 _AWS_DEFAULTS = {"VisibilityTimeout": 30.0, "BatchSize": 10.0, "MaximumBatchingWindowInSeconds": 0.0}
-_NOT_COPIED_ENV = {"MODEL_DIR", "DATABASE_URL", "DATABASE_SECRET_ARN", "AWS_ENDPOINT_URL", "PYTHONPATH"}
+# Values AWS fills in or that only make sense in Lambda (the model layer, the database secret, RDS's
+# CA bundle): never copied into the local environment.
+_NOT_COPIED_ENV = {
+    "MODEL_DIR",
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "AWS_ENDPOINT_URL",
+    "PYTHONPATH",
+    "DB_SSLMODE",
+    "DB_SSLROOTCERT",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,8 @@ class Topology:
     ingest: FunctionSpec | None = None
     query: FunctionSpec | None = None
     routes: tuple[HttpRoute, ...] = ()
+    # The bucket's CORS rules (browsers POST large search photos to it), as S3's API takes them.
+    cors_rules: tuple[dict[str, Any], ...] = ()
     source: Path | None = None  # the template read, None when it did not exist
     defaults_used: tuple[str, ...] = field(default=())
 
@@ -287,6 +298,17 @@ def load_topology(template_path: Path) -> Topology:
             event_type = str(resolver.value(configuration.get("Event")))
             rules.append(NotificationRule(event_type, filters.get("prefix"), filters.get("suffix")))
         notifications = tuple(rules)
+    cors_rules: list[dict[str, Any]] = []
+    for properties in buckets.values():
+        for rule in (properties.get("CorsConfiguration") or {}).get("CorsRules") or []:
+            resolved = resolver.value(rule)
+            if isinstance(resolved, dict):
+                origins = resolved.get("AllowedOrigins")  # a CommaDelimitedList's default is one string
+                if isinstance(origins, str):
+                    resolved["AllowedOrigins"] = [origin.strip() for origin in origins.split(",")]
+                if "MaxAge" in resolved:  # CloudFormation's name; S3's API says MaxAgeSeconds
+                    resolved["MaxAgeSeconds"] = resolved.pop("MaxAge")
+                cors_rules.append(resolved)
     if not queue_properties:
         missing.append("ingest queue")
     response_types = sqs_event.get("FunctionResponseTypes")
@@ -329,6 +351,7 @@ def load_topology(template_path: Path) -> Topology:
         ingest=ingest,
         query=query,
         routes=routes,
+        cors_rules=tuple(cors_rules),
         source=template_path,
         defaults_used=tuple(missing),
     )

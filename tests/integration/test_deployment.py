@@ -32,6 +32,7 @@ TEMPLATE = REPO_ROOT / "template.yaml"
 BUILD_DIR = REPO_ROOT / ".aws-sam" / "build"
 X86_DIR = REPO_ROOT / ".aws-sam" / "x86_64"
 SAM_PYTHON = REPO_ROOT / ".venv-sam" / "bin" / "python"
+RDS_CA_BUNDLE = REPO_ROOT / "layers" / "certificates" / "global-bundle.pem"
 TEST_OUTPUT = REPO_ROOT / "test-output"
 # Lambda: a function's code plus all its layers, unzipped, at most 250 MB (262,144,000 bytes).
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -47,6 +48,8 @@ NOT_IN_TEMPLATE = {
     "S3_ENDPOINT_URL": "local S3-compatible endpoints (moto) only",
     "RESIZE_MODE": "the model card's default; changing it changes every embedding",
     "DB_CONNECT_TIMEOUT_S": "the default (5 s) suits a database in the same region",
+    "DB_LOCK_TIMEOUT_MS": "writes only: the default fails a stuck batch well inside the ingest Timeout",
+    "DB_STATEMENT_TIMEOUT_MS": "writes only: the default stays below the ingest function's Timeout",
 }
 
 # Set by Lambda itself in every function (reserved: a template may not set them).
@@ -143,8 +146,12 @@ def _sqs_event(template: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sam_build() -> Path:
-    """`make build` (sam build without containers; cached): the built functions and layers."""
-    output = _run(["make", "build"])
+    """`make build` (sam build without containers; cached): the built functions and layers.
+
+    Amazon RDS's CA bundle is a download from AWS that no package ships (docs/DEPLOYMENT.md,
+    "Database TLS"); without it the certificates layer holds only the RDS Proxy roots."""
+    allow = {} if RDS_CA_BUNDLE.is_file() else {"ALLOW_MISSING_RDS_CA": "1"}
+    output = _run(["make", "build"], env=allow)
     assert "Build Succeeded" in output, output[-3000:]
     return BUILD_DIR
 
@@ -213,12 +220,25 @@ def test_built_layers_have_the_right_contents(sam_build: Path) -> None:
 
     shared = sam_build / "SharedLayer" / "python"
     assert sorted(p.name for p in shared.iterdir() if p.is_dir()) == ["lookalike", "lookalike_aws"]
-    assert (shared / "lookalike" / "sql").is_dir()
+    assert (shared / "lookalike" / "store" / "sql").is_dir()  # the migrations
 
     model = sam_build / "ModelLayer" / "model"
     card = json.loads((model / "model_card.json").read_text())
     for name in _model_files(card):
         assert (model / name).is_file(), f"model layer lacks {name}"
+
+    # /opt/certs/rds-ca-bundle.pem, the DB_SSLROOTCERT default: RDS CAs (when downloaded) and
+    # the Amazon Trust Services roots RDS Proxy's certificates chain to.
+    certificates = sam_build / "CertificatesLayer"
+    assert sorted(p.relative_to(certificates).as_posix() for p in certificates.rglob("*")) == [
+        "certs",
+        "certs/rds-ca-bundle.pem",
+    ]
+    bundle = (certificates / "certs" / "rds-ca-bundle.pem").read_text()
+    expected = 4 + (
+        RDS_CA_BUNDLE.read_text().count("-----BEGIN CERTIFICATE-----") if RDS_CA_BUNDLE.is_file() else 0
+    )
+    assert bundle.count("-----BEGIN CERTIFICATE-----") == expected
 
 
 def _model_files(card: dict[str, Any]) -> list[str]:
@@ -283,7 +303,10 @@ handlers = {}
 for name, path in json.loads(sys.argv[3]).items():
     spec = importlib.util.spec_from_file_location(name + "_app", path)
     module = importlib.util.module_from_spec(spec)
+    folder = os.path.dirname(path)
+    sys.path.insert(0, folder)  # Lambda puts the function's folder first: its sibling modules
     spec.loader.exec_module(module)  # the ingest handler builds the ONNX session at import
+    sys.path.remove(folder)
     handlers[name] = callable(getattr(module, "lambda_handler", None))
 with Image.open(sys.argv[2]) as image:
     embedding = get_embedder().embed([image.convert("RGB")]).vectors
@@ -430,6 +453,7 @@ def test_every_function_handler_exists(template: dict[str, Any]) -> None:
         assert function.get("Runtime", globals_.get("Runtime")) == "python3.12"
         assert function.get("Architectures", globals_.get("Architectures")) == ["arm64"]
         assert sorted(_function_layers(template, function)) == [
+            "CertificatesLayer",
             "DependenciesLayer",
             "ModelLayer",
             "SharedLayer",

@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from lookalike.model.embedder import get_embedder
-from lookalike.store import EventOrder, ImageRecord, ObjectRef, Store, reset_store
+from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import get_settings
+from lookalike.store import ImageRecord, Store
+from lookalike_aws.runtime import reset_runtime
 from lookalike_aws.s3 import get_s3_client
 from lookalike_local.embedded_db import EmbeddedPostgres
-from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
+from lookalike_local.http_api import LocalApiGateway
+from lookalike_local.lambda_runtime import Handler, LambdaContext, LocalFunction, load_handler
 from lookalike_local.samples import SamplePhoto
+from lookalike_local.template import load_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS = REPO_ROOT / "events"
@@ -97,7 +104,11 @@ def http_event(
 
 @pytest.fixture(scope="module")
 def query_handler() -> Handler:
-    return load_handler(REPO_ROOT / "functions" / "query" / "app.py", "lookalike_query_app_under_test")
+    # Logger() and Metrics() read their service and namespace as on AWS (the template sets them).
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-query")
+        environment.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
+        return load_handler(REPO_ROOT / "functions" / "query" / "app.py", "lookalike_query_app_under_test")
 
 
 @pytest.fixture
@@ -109,7 +120,7 @@ def catalogue(
     candidates. (Mirrored copies would be too close: a symmetric rocket's mirror image is as
     near to a crop of it as the original.)"""
     monkeypatch.setenv("DATABASE_URL", clean_database)
-    reset_store()
+    reset_runtime()
     store = Store(clean_database)
     store.migrate()
     embedder = get_embedder()
@@ -154,7 +165,7 @@ def catalogue(
     assert store.upsert_images(records) == ["applied"] * len(records)
     yield store
     store.close()
-    reset_store()
+    reset_runtime()
 
 
 def call(handler: Handler, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -219,7 +230,11 @@ def test_search_by_s3_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BUCKET_NAME", s3_bucket)
-    client = get_s3_client()  # pointed at the moto server by the s3_bucket fixture
+    # Settings and the S3 client are built once per process, as on AWS: rebuilt from this
+    # environment (the bucket, and the moto endpoint the s3_bucket fixture set).
+    get_settings.cache_clear()
+    get_s3_client.cache_clear()
+    client = get_s3_client()
     client.put_object(Bucket=s3_bucket, Key="products/new/rocket.jpg", Body=jpeg(photo_of(photos, "rocket")))
     body = json.dumps({"s3_key": "products/new/rocket.jpg"})
     status, payload = call(
@@ -305,6 +320,98 @@ def test_get_product_and_unknown_product(query_handler: Handler, catalogue: Stor
         assert (status, payload["error"]) == (404, "product_not_found")
 
 
+# Product ids a URL must percent-encode: a space and a non-ASCII letter, and a literal "%41" that a
+# second decoding would turn into "A".
+ENCODED_PRODUCTS = {
+    "blue mug ü": "blue%20mug%20%C3%BC",
+    "mug %41": "mug%20%2541",
+}
+
+
+def add_products(store: Store, product_ids: list[str], like: Image.Image) -> None:
+    embedding = get_embedder().embed([like]).vectors[0]
+    now = datetime.now(UTC)
+    records = [
+        ImageRecord(
+            ref=ObjectRef(BUCKET, f"products/{product_id}/front.jpg"),
+            order=EventOrder(sequencer=None, event_time=now),
+            product_id=product_id,
+            category="kitchen",
+            etag=f"etag-{index}",
+            size_bytes=1000,
+            width=like.width,
+            height=like.height,
+            model_version=get_embedder().model_version,
+            embedding=embedding,
+        )
+        for index, product_id in enumerate(product_ids)
+    ]
+    assert store.upsert_images(records) == ["applied"] * len(records)
+
+
+@pytest.mark.parametrize("template", PUBLISHED_HTTP_EVENTS)
+@pytest.mark.parametrize(("product_id", "encoded"), ENCODED_PRODUCTS.items())
+def test_percent_encoded_product_ids_are_decoded_once(
+    query_handler: Handler,
+    catalogue: Store,
+    photos: list[SamplePhoto],
+    template: str,
+    product_id: str,
+    encoded: str,
+) -> None:
+    """rawPath keeps the client's encoding. On a `$default` route (no pathParameters) the
+    handler decodes the matched text; on a declared route API Gateway's decoded pathParameters
+    are the values, and are not decoded again."""
+    add_products(catalogue, list(ENCODED_PRODUCTS), photo_of(photos, "coffee"))
+    for suffix, route in [
+        ("", "GET /products/{product_id}"),
+        ("/similar", "GET /products/{product_id}/similar"),
+    ]:
+        catch_all = http_event("GET", f"/products/{encoded}{suffix}", template=template)
+        declared = copy.deepcopy(catch_all)
+        declared["routeKey"] = declared["requestContext"]["routeKey"] = route
+        declared["pathParameters"] = {"product_id": product_id}
+        for event in (catch_all, declared):
+            status, payload = call(query_handler, event)
+            assert status == 200, payload
+            if suffix:
+                assert product_id not in [r["product_id"] for r in payload["results"]]
+            else:
+                assert payload["product_id"] == product_id
+                assert [image["key"] for image in payload["images"]] == [f"products/{product_id}/front.jpg"]
+
+
+class NoPageHelpers:
+    """The local gateway's page helpers (thumbnails, uploads): not part of the API under test."""
+
+    def _not_the_api(self, *_: Any) -> Any:
+        raise AssertionError("an API request reached a local page helper")
+
+    thumbnail = upload = object_status = status = products = _not_the_api
+
+
+def test_percent_encoded_product_ids_through_the_local_gateway(
+    query_handler: Handler, catalogue: Store, photos: list[SamplePhoto]
+) -> None:
+    """The local gateway routes by the template, like API Gateway: rawPath as the client sent
+    it, pathParameters decoded."""
+    add_products(catalogue, list(ENCODED_PRODUCTS), photo_of(photos, "coffee"))
+    function = LocalFunction("lookalike-query", query_handler, memory_mb=1769, timeout_s=10)
+    routes = load_topology(REPO_ROOT / "template.yaml").routes
+    gateway = LocalApiGateway(function.invoke, routes, NoPageHelpers())
+    for product_id, encoded in ENCODED_PRODUCTS.items():
+        for target in [f"/products/{encoded}", f"/products/{encoded}/similar?k=3"]:
+            response = gateway.handle(
+                "GET", target, [("Accept", "application/json")], b"", "127.0.0.1", "local"
+            )
+            payload = json.loads(response.body)
+            assert response.status == 200, payload
+            if "similar" in target:
+                assert product_id not in [r["product_id"] for r in payload["results"]]
+            else:
+                assert payload["product_id"] == product_id
+
+
 def test_health_reports_database_model_and_count(query_handler: Handler, catalogue: Store) -> None:
     status, payload = call(query_handler, http_event("GET", "/health"))
     assert status == 200
@@ -377,6 +484,17 @@ def test_bad_query_parameters_are_400(
         (b"GIF89a-but-not-really" * 3, "image/gif", 415, "not_an_image"),
         (b"8BPS\x00\x01" + b"\x00" * 64, "image/vnd.adobe.photoshop", 415, "unsupported_format"),
         ("name,price\nshoe,12\n", "text/csv", 415, "unsupported_media_type"),
+        # Bodies `json.loads` cannot finish: RecursionError past ~1000 levels, ValueError past 4300
+        # digits (both were 500s).
+        (
+            '{"image_base64": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "application/json",
+            400,
+            "malformed_json",
+        ),
+        ("[" * 5_000, "application/json", 400, "malformed_json"),
+        ('{"s3_key": ' + "9" * 5_000 + "}", "application/json", 400, "malformed_json"),
+        ("-" + "9" * 5_000, "application/json", 400, "malformed_json"),
     ],
 )
 def test_bad_search_bodies_get_clear_4xx(
@@ -387,6 +505,15 @@ def test_bad_search_bodies_get_clear_4xx(
     )
     assert (got_status, payload["error"]) == (status, error), payload
     assert payload["message"]
+
+
+def test_json_body_flagged_base64_but_not_base64_is_400(query_handler: Handler, catalogue: Store) -> None:
+    event = http_event(
+        "POST", "/search", body='{"s3_key": "products/x.jpg"}', content_type="application/json"
+    )
+    event["body"], event["isBase64Encoded"] = "not base64!", True
+    status, payload = call(query_handler, event)
+    assert (status, payload["error"]) == (400, "bad_base64")
 
 
 def test_truncated_photo_is_400(query_handler: Handler, catalogue: Store, photos: list[SamplePhoto]) -> None:
@@ -401,6 +528,7 @@ def test_image_with_too_many_pixels_is_413(
     query_handler: Handler, catalogue: Store, photos: list[SamplePhoto], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MAX_IMAGE_PIXELS", "10000")  # the decompression-bomb guard, scaled down
+    get_settings.cache_clear()
     data = jpeg(photo_of(photos, "coffee"))
     status, payload = call(query_handler, http_event("POST", "/search", body=data, content_type="image/jpeg"))
     assert (status, payload["error"]) == (413, "too_many_pixels")
@@ -452,6 +580,7 @@ def test_image_over_the_limit_is_413(
 ) -> None:
     data = jpeg(photo_of(photos, "china"))
     monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(data) - 1))
+    get_settings.cache_clear()
     status, payload = call(query_handler, http_event("POST", "/search", body=data, content_type="image/jpeg"))
     assert (status, payload["error"]) == (413, "too_large")
 
@@ -476,3 +605,63 @@ def test_database_down_is_503_then_recovers(
         embedded_postgres.start()
     status, _ = call(query_handler, http_event("GET", "/products/coffee/similar"))
     assert status == 200
+
+
+def large_photo(photos: list[SamplePhoto], *, min_bytes: int) -> bytes:
+    """A real photo as a PNG too large to send in one request (noise keeps it incompressible)."""
+    image = photo_of(photos, "rocket").resize((2000, 1500))
+    pixels = np.asarray(image, dtype=np.int16)
+    noisy = np.clip(pixels + np.random.default_rng(3).integers(-24, 25, pixels.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert len(data) >= min_bytes, len(data)
+    return data
+
+
+def test_a_photo_too_large_for_a_request_goes_through_an_upload(
+    query_handler: Handler,
+    catalogue: Store,
+    photos: list[SamplePhoto],
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /uploads gives a presigned form for the bucket's search-photo prefix; the photo goes
+    there as a browser would send it (multipart POST to S3, moto here), then POST /search finds it
+    by s3_key. The prefix is outside the catalogue's: the photo is never ingested."""
+    monkeypatch.setenv("BUCKET_NAME", s3_bucket)
+    get_settings.cache_clear()
+    get_s3_client.cache_clear()
+    status, upload = call(query_handler, http_event("POST", "/uploads"))
+    assert status == 200, upload
+    assert upload["s3_key"].startswith("queries/")
+    assert not upload["s3_key"].startswith(get_settings().key_layout.prefix)
+    assert upload["max_bytes"] == get_settings().max_image_bytes
+    photo = large_photo(photos, min_bytes=5_000_000)  # over what a request can carry (6 MB base64)
+    stored = requests.post(
+        upload["url"], data=upload["fields"], files={"file": ("big.png", photo)}, timeout=60
+    )
+    assert stored.status_code in (200, 201, 204), stored.text
+    body = json.dumps({"s3_key": upload["s3_key"]})
+    status, payload = call(
+        query_handler, http_event("POST", "/search", body=body, content_type="application/json")
+    )
+    assert status == 200, payload
+    assert payload["results"][0]["product_id"] == "rocket"
+    # Keys elsewhere in the bucket stay out of reach.
+    elsewhere = json.dumps({"s3_key": "private/notes.jpg"})
+    status, payload = call(
+        query_handler, http_event("POST", "/search", body=elsewhere, content_type="application/json")
+    )
+    assert (status, payload["error"]) == (400, "bad_s3_key")
+    assert "queries/" in payload["message"]
+
+
+def test_uploads_are_disabled_when_their_prefix_would_be_ingested(
+    query_handler: Handler, monkeypatch: pytest.MonkeyPatch, s3_bucket: str
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", s3_bucket)
+    monkeypatch.setenv("KEY_PREFIX", "")  # the whole bucket is the catalogue
+    get_settings.cache_clear()
+    status, payload = call(query_handler, http_event("POST", "/uploads"))
+    assert (status, payload["error"]) == (404, "uploads_disabled")

@@ -1,4 +1,4 @@
-"""The query API's pure parts: the committed OpenAPI document, error mapping, search parameters.
+"""The query API's pure parts: the committed OpenAPI document, the error table, search parameters.
 
 Loading the handler builds the ONNX session in this process (as a cold start does); nothing
 here needs the database.
@@ -10,29 +10,42 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from lookalike import images
-from lookalike.search import MAX_K, SearchParameters
+from lookalike.store import MAX_K, SearchParameters
 from lookalike_local.lambda_runtime import load_handler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 @pytest.fixture(scope="module")
 def query_app() -> ModuleType:
-    handler = load_handler(REPO_ROOT / "functions" / "query" / "app.py", "lookalike_query_app_unit")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-query")
+        environment.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
+        handler = load_handler(REPO_ROOT / "functions" / "query" / "app.py", "lookalike_query_app_unit")
     return sys.modules[handler.__module__]
 
 
-def test_committed_openapi_document_is_the_generated_one(query_app: ModuleType) -> None:
+@pytest.fixture(scope="module")
+def document(query_app: ModuleType) -> dict[str, Any]:
+    return json.loads(query_app.openapi_document())  # type: ignore[no-any-return]
+
+
+def _schema(document: dict[str, Any], path: str, method: str, status: int) -> Any:
+    return document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
+
+
+def test_committed_openapi_document_is_the_generated_one(document: dict[str, Any]) -> None:
     committed = json.loads((REPO_ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
-    assert committed == json.loads(query_app.openapi_document()), "stale: run make openapi"
+    assert committed == document, "stale: run make openapi"
 
 
-def test_openapi_document_describes_the_issue_routes(query_app: ModuleType) -> None:
-    document = json.loads(query_app.openapi_document())
+def test_openapi_document_describes_the_issue_routes(document: dict[str, Any]) -> None:
     paths = document["paths"]
     assert {"/search", "/products/{product_id}/similar", "/products/{product_id}", "/health"} <= set(paths)
     similar = {p["name"]: p for p in paths["/products/{product_id}/similar"]["get"]["parameters"]}
@@ -43,22 +56,66 @@ def test_openapi_document_describes_the_issue_routes(query_app: ModuleType) -> N
     assert {"product_id", "key", "category", "similarity", "distance", "width", "height"} <= set(result)
 
 
-def _rejection_reasons() -> set[str]:
-    reasons = set()
+def test_search_documents_its_request_body(document: dict[str, Any]) -> None:
+    body = document["paths"]["/search"]["post"]["requestBody"]
+    assert body["required"] is True
+    content = body["content"]
+    binary = {"type": "string", "format": "binary"}
+    assert content["image/*"]["schema"] == content["application/octet-stream"]["schema"] == binary
+    reference = content["application/json"]["schema"]
+    assert set(reference["properties"]) == {"image_base64", "s3_key"}
+    assert [branch["required"] for branch in reference["oneOf"]] == [["image_base64"], ["s3_key"]]
+
+
+def test_every_error_status_documents_the_real_error_body(document: dict[str, Any]) -> None:
+    error_body = document["components"]["schemas"]["ErrorBody"]
+    assert set(error_body["required"]) == set(error_body["properties"]) == {"error", "message"}
+    expected = {
+        ("/search", "post"): {400, 404, 413, 415, 422, 503},
+        ("/products/{product_id}/similar", "get"): {400, 404, 503},
+        ("/products/{product_id}", "get"): {400, 404, 503},
+        ("/duplicates", "get"): {400, 503},
+    }
+    for (path, method), statuses in expected.items():
+        documented = {int(status) for status in document["paths"][path][method]["responses"]}
+        assert documented == {200, *statuses}, path
+        assert all(_schema(document, path, method, status) == ERROR_BODY for status in statuses), path
+    # Powertools' own validation-error schema is never answered: query and path problems are 400s.
+    assert "HTTPValidationError" not in json.dumps(document)
+
+
+def test_health_is_typed_as_its_json_object(document: dict[str, Any]) -> None:
+    health = {"$ref": "#/components/schemas/HealthResponse"}
+    assert _schema(document, "/health", "get", 200) == _schema(document, "/health", "get", 503) == health
+    properties = document["components"]["schemas"]["HealthResponse"]["properties"]
+    assert set(properties) == {"status", "database", "model_loaded", "model_version", "images"}
+
+
+def _rejection_kinds() -> set[type[images.ImageRejected]]:
+    kinds = set()
     pending = list(images.ImageRejected.__subclasses__())
     while pending:
         kind = pending.pop()
-        reasons.add(kind.reason)
+        kinds.add(kind)
         pending += kind.__subclasses__()
-    return reasons
+    return kinds
 
 
-def test_every_image_rejection_has_a_4xx_status(query_app: ModuleType) -> None:
-    statuses = query_app._IMAGE_STATUS
-    assert set(statuses) == _rejection_reasons()
-    assert all(400 <= status < 500 for status in statuses.values())
-    assert statuses["too_large"] == statuses["too_many_pixels"] == 413
-    assert statuses["not_an_image"] == statuses["unsupported_format"] == 415
+def test_every_image_rejection_has_a_4xx_answer_named_by_its_reason(query_app: ModuleType) -> None:
+    answers = query_app.errors.ANSWERS
+    kinds = _rejection_kinds()
+    assert kinds <= set(answers)
+    assert all(400 <= answers[kind].status < 500 and answers[kind].code == kind.reason for kind in kinds)
+    assert {answers[images.ImageTooLarge].status, answers[images.TooManyPixels].status} == {413}
+    assert {answers[images.NotAnImage].status, answers[images.UnsupportedFormat].status} == {415}
+
+
+def test_every_answer_is_documented_where_it_can_occur(
+    query_app: ModuleType, document: dict[str, Any]
+) -> None:
+    statuses = {int(answer.status) for answer in query_app.errors.ANSWERS.values()}
+    search = {int(status) for status in document["paths"]["/search"]["post"]["responses"]}
+    assert statuses <= search
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,9 @@ function renderResults(rows, title) {
   if (rows.length === 0) setMessage("No similar products found (try another category).");
 }
 
+// API Gateway and Lambda take 6 MB per request, the photo base64-encoded (4/3 of its size) included.
+const MAX_REQUEST_PHOTO_BYTES = 4.5e6;
+
 async function searchWithFile(file) {
   if (!file) return;
   state.lastQuery = { kind: "photo", file };
@@ -88,11 +91,32 @@ async function searchWithFile(file) {
   setMessage(`Searching with ${file.name}…`);
   $("#results-meta").textContent = "";
   const started = performance.now();
-  const response = await fetch(`/search?${searchParams()}`, {
-    method: "POST",
-    headers: { "Content-Type": file.type || "application/octet-stream" },
-    body: file,
-  });
+  let response;
+  if (file.size <= MAX_REQUEST_PHOTO_BYTES) {
+    response = await fetch(`/search?${searchParams()}`, {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+  } else {
+    // Too large for one request (6 MB with base64): upload it to the bucket first, then search by key.
+    setMessage(`Uploading ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`);
+    response = await fetch("/uploads", { method: "POST" });
+    if (response.ok) {
+      const upload = await response.json();
+      const form = new FormData();
+      Object.entries(upload.fields).forEach(([name, value]) => form.append(name, value));
+      form.append("file", file);
+      const stored = await fetch(upload.url, { method: "POST", body: form });
+      response = stored.ok
+        ? await fetch(`/search?${searchParams()}`, {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ s3_key: upload.s3_key }),
+          })
+        : stored;
+    }
+  }
   if (!response.ok) {
     renderResults([], "Results");
     setMessage(`Search failed (${response.status}): ${await errorText(response)}`, true);

@@ -29,14 +29,14 @@ from lookalike.ports import ObjectRef
 from lookalike.store import CloseNeighbour, ImageSummary, SearchParameters, VectorSearch
 
 # The default threshold: the lowest at which no different image of the near-duplicate benchmark
-# reached its query (docs/BENCHMARKS.md, "Near-duplicates"). A stricter report: ?threshold=0.9.
+# reached its query (docs/CATALOGUE_TOOLS.md, "Near-duplicate groups"). Stricter: ?threshold=0.9.
 DEFAULT_THRESHOLD = 0.85
 # Neighbours fetched per image: a group larger than this is still found whole, through its
 # other members' searches.
 NEIGHBOURS_PER_IMAGE = 16
 # HNSW candidate list for the duplicate scan. A pair is lost when the search from its smaller
 # member misses the other (see the module docstring); recall is worth more than speed here
-# (docs/BENCHMARKS.md, "Near-duplicates", `scripts/duplicates.py --bench`).
+# (docs/CATALOGUE_TOOLS.md, "Near-duplicate groups", `scripts/duplicates.py --bench`).
 DUPLICATE_EF_SEARCH = 200
 DEFAULT_PAGE_SIZE = 50  # groups
 DEFAULT_SCAN_LIMIT = 2_000  # images scanned per page at most (bounds a request's time)

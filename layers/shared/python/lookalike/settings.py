@@ -22,9 +22,11 @@ from lookalike.model.preprocess import RESIZE_MODES, ResizeMode
 # layer is mounted at /opt/model and the template sets MODEL_DIR.
 _REPOSITORY_MODEL_DIR = Path(__file__).resolve().parents[3] / "model" / "model"
 
-# The HNSW_EF_SEARCH default: recall and latency per value in docs/BENCHMARKS.md, "Query".
+# The HNSW_EF_SEARCH default: recall and latency per value in docs/BENCHMARKS.md, "Recall vs ef_search".
 DEFAULT_EF_SEARCH = 64
 MODEL_VARIANTS = ("fp32", "int8")
+# libpq's modes that encrypt; the template requires verify-full (docs/DEPLOYMENT.md, "Database TLS").
+SSL_MODES = ("require", "verify-ca", "verify-full")
 
 
 class SettingsError(ValueError):
@@ -45,6 +47,9 @@ class Settings:
     # function's timeout.
     db_lock_timeout_ms: int
     db_statement_timeout_ms: int
+    # TLS to the database (libpq sslmode and its CA file); None: the connection string decides.
+    db_sslmode: str | None
+    db_sslrootcert: Path | None
 
     model_dir: Path
     model_variant: str | None  # None: the model card's default variant
@@ -60,6 +65,8 @@ class Settings:
     # AWS adapters
     s3_endpoint_url: str | None  # any S3-compatible endpoint (moto, MinIO); None: AWS
     bucket_name: str | None  # the photo bucket (the query function reads `s3_key` photos from it)
+    # Where search photos too large for a request are uploaded (POST /uploads); never ingested.
+    query_upload_prefix: str | None
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -108,6 +115,18 @@ def _model_dir(env: Mapping[str, str]) -> Path:
     return path
 
 
+def _tls(env: Mapping[str, str]) -> tuple[str | None, Path | None]:
+    mode = _choice(env, "DB_SSLMODE", SSL_MODES)
+    raw_root = _get(env, "DB_SSLROOTCERT")
+    root = Path(raw_root) if raw_root is not None else None
+    if mode is not None and mode.startswith("verify-"):
+        if root is None:
+            raise SettingsError(f"DB_SSLROOTCERT must name the CA bundle when DB_SSLMODE is {mode}")
+        if not root.is_file():
+            raise SettingsError(f"DB_SSLROOTCERT: no CA bundle at {root}")
+    return mode, root
+
+
 def _key_layout(env: Mapping[str, str]) -> KeyLayout:
     """KEY_PREFIX ('' allowed: the layout starts at the bucket root) and KEY_LAYOUT."""
     prefix = env.get("KEY_PREFIX", DEFAULT_KEY_PREFIX).strip()
@@ -120,12 +139,24 @@ def _key_layout(env: Mapping[str, str]) -> KeyLayout:
         raise SettingsError(str(error)) from None
 
 
+def _query_upload_prefix(env: Mapping[str, str], layout: KeyLayout) -> str | None:
+    """QUERY_UPLOAD_PREFIX (default `queries/`); None when it lies inside KEY_PREFIX (an empty
+    KEY_PREFIX ingests the whole bucket): search photos must never become products."""
+    prefix = (_get(env, "QUERY_UPLOAD_PREFIX") or "queries/").lstrip("/")
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    if prefix.startswith(layout.prefix) or layout.prefix.startswith(prefix):
+        return None
+    return prefix
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Parse settings from a mapping; raises SettingsError naming the bad variable."""
     database_url = _get(env, "DATABASE_URL")
     if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
         raise SettingsError("DATABASE_URL must be a postgresql:// URL")
     cpu_count = os.cpu_count() or 1
+    sslmode, sslrootcert = _tls(env)
+    layout = _key_layout(env)
     return Settings(
         database_url=database_url,
         database_secret_arn=_get(env, "DATABASE_SECRET_ARN"),
@@ -134,6 +165,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
         db_lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 5_000, minimum=10, maximum=600_000),
         db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=100, maximum=3_600_000),
+        db_sslmode=sslmode,
+        db_sslrootcert=sslrootcert,
         model_dir=_model_dir(env),
         model_variant=_choice(env, "MODEL_VARIANT", MODEL_VARIANTS),
         resize_mode=_choice(env, "RESIZE_MODE", RESIZE_MODES),
@@ -144,10 +177,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_image_bytes=_int(env, "MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1024, maximum=512 * 1024**2),
         # 50 MP: any camera photo; decompression bombs are far larger.
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 50_000_000, minimum=10_000, maximum=500_000_000),
-        key_layout=_key_layout(env),
+        key_layout=layout,
         hnsw_ef_search=_int(env, "HNSW_EF_SEARCH", DEFAULT_EF_SEARCH, minimum=10, maximum=1000),
         s3_endpoint_url=_get(env, "S3_ENDPOINT_URL"),
         bucket_name=_get(env, "BUCKET_NAME"),
+        query_upload_prefix=_query_upload_prefix(env, layout),
     )
 
 

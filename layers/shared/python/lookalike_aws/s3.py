@@ -10,6 +10,7 @@ failing after that is a `TransientError`, so the message goes back to the queue.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,22 @@ class S3ObjectSource:
         except BotoCoreError as error:
             raise TransientError(f"HeadObject s3://{bucket}/{key}: {error}") from error
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedUpload:
+    """An HTML-form POST straight to S3: send `fields` and then the file as `file`."""
+
+    url: str
+    fields: dict[str, str]
+
+
+def presigned_upload(bucket: str, key: str, *, max_bytes: int, expires_s: int) -> PresignedUpload:
+    """A presigned POST for one key; S3 itself refuses a file over `max_bytes`."""
+    post = get_s3_client().generate_presigned_post(
+        bucket, key, Conditions=[["content-length-range", 1, max_bytes]], ExpiresIn=expires_s
+    )
+    return PresignedUpload(url=post["url"], fields=dict(post["fields"]))
 
 
 class S3ObjectLister:

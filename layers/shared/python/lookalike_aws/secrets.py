@@ -40,7 +40,21 @@ def database_url_from_secret_json(secret: str, *, host_override: str | None = No
 
 
 def database_url(settings: Settings) -> str:
-    """DATABASE_URL if set, else the connection string of the DATABASE_SECRET_ARN secret."""
+    """DATABASE_URL if set, else the connection string of the DATABASE_SECRET_ARN secret; with
+    DB_SSLMODE / DB_SSLROOTCERT applied to either (they win over the URL's own)."""
+    return _with_tls(_source_url(settings), settings)
+
+
+def _with_tls(url: str, settings: Settings) -> str:
+    if settings.db_sslmode is None:
+        return url
+    tls = {"sslmode": settings.db_sslmode}
+    if settings.db_sslrootcert is not None:
+        tls["sslrootcert"] = str(settings.db_sslrootcert)
+    return make_conninfo(url, **tls)
+
+
+def _source_url(settings: Settings) -> str:
     if settings.database_url is not None:
         return settings.database_url
     if settings.database_secret_arn is None:

@@ -30,8 +30,8 @@ CREATE TABLE images (
     CONSTRAINT images_model_version_if_embedded CHECK (model_version IS NOT NULL OR status <> 'embedded')
 );
 
--- A 1280-d halfvec (2.5 kB) is TOASTed by default; the planner then sees a tiny table, builds
--- HNSW without parallel workers, and exact scans are slower (docs/BENCHMARKS.md, "Storage").
+-- A 1280-d halfvec (2.5 kB) is TOASTed by default; the planner then sees a tiny table, and HNSW
+-- builds and exact scans are slower (docs/BENCHMARKS.md, "Storage").
 -- PLAIN keeps the vector in the heap page (it fits: halfvec(1280) < 8 kB).
 ALTER TABLE images ALTER COLUMN embedding SET STORAGE PLAIN;
 ALTER TABLE images SET (parallel_workers = 2);

@@ -1,0 +1,58 @@
+"""The query function's one door into the domain package and its AWS adapters.
+
+Every name the function uses from `lookalike` and `lookalike_aws` is imported here and nowhere
+else in this folder, so a move inside those packages is followed in this file alone.
+"""
+
+from lookalike.duplicates import DEFAULT_THRESHOLD, DuplicatePage, InvalidCursorError, duplicate_groups_page
+from lookalike.images import (
+    ALLOWED_FORMATS,
+    CorruptImage,
+    EmptyImage,
+    ImageRejected,
+    ImageTooLarge,
+    NotAnImage,
+    TooManyPixels,
+    TruncatedImage,
+    UnsupportedFormat,
+)
+from lookalike.model.embedder import get_embedder
+from lookalike.ports import FetchedObject, ObjectTooLarge, TransientError
+from lookalike.search import ProductNotFoundError, search_by_image, similar_products
+from lookalike.settings import SettingsError, get_settings
+from lookalike.store import MAX_K, Neighbour, SearchParameters, StoredImage
+from lookalike_aws.runtime import get_search, get_store
+from lookalike_aws.s3 import S3ObjectSource, presigned_upload
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_THRESHOLD",
+    "MAX_K",
+    "CorruptImage",
+    "DuplicatePage",
+    "EmptyImage",
+    "FetchedObject",
+    "ImageRejected",
+    "ImageTooLarge",
+    "InvalidCursorError",
+    "Neighbour",
+    "NotAnImage",
+    "ObjectTooLarge",
+    "ProductNotFoundError",
+    "S3ObjectSource",
+    "SearchParameters",
+    "SettingsError",
+    "StoredImage",
+    "TooManyPixels",
+    "TransientError",
+    "TruncatedImage",
+    "UnsupportedFormat",
+    "duplicate_groups_page",
+    "get_embedder",
+    "get_search",
+    "get_settings",
+    "get_store",
+    "presigned_upload",
+    "search_by_image",
+    "similar_products",
+]

@@ -1,0 +1,285 @@
+"""What the API reads and answers, as pydantic models; Powertools validates them and documents
+them in the OpenAPI document. Also the domain -> view conversions."""
+
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Annotated, Any, Self
+
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# isort: split
+# The function's own modules: Lambda puts the function's folder on sys.path.
+from domain import ALLOWED_FORMATS, MAX_K, DuplicatePage, Neighbour, StoredImage
+
+# PostgreSQL text cannot hold NUL: such a value is refused here (400), not by the database (500).
+NO_NUL = r"^[^\x00]*$"
+# Standard base64 with its padding, as `base64.b64decode(..., validate=True)` accepts it.
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+# Query and path parameters (Powertools validates them: a bad one is a 400).
+K = Annotated[int, Query(ge=1, le=MAX_K, description="number of products to return")]
+Category = Annotated[
+    str | None,
+    Query(min_length=1, max_length=200, pattern=NO_NUL, description="only this category"),
+]
+MinSimilarity = Annotated[
+    float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine similarity")
+]
+ProductId = Annotated[str, Path(min_length=1, max_length=512, pattern=NO_NUL)]
+Threshold = Annotated[float, Query(gt=0.0, le=1.0, description="cosine similarity that makes a duplicate")]
+GroupLimit = Annotated[int, Query(ge=1, le=200, description="groups per page at most")]
+Cursor = Annotated[
+    str | None, Query(min_length=1, max_length=2048, description="next_cursor of the last page")
+]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 answer."""
+
+    error: str = Field(description="a stable code: invalid_parameter, product_not_found, too_large, ...")
+    message: str = Field(description="what was wrong, for a person")
+
+
+class SearchResult(BaseModel):
+    product_id: str
+    key: str
+    category: str | None
+    similarity: float = Field(description="cosine similarity, 1 - distance")
+    distance: float = Field(description="cosine distance")
+    width: int
+    height: int
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    count: int
+    model_version: str
+
+
+class StoredImageView(BaseModel):
+    key: str
+    category: str | None
+    width: int
+    height: int
+    size_bytes: int | None
+    etag: str | None
+    model_version: str
+    updated_at: str
+
+
+class ProductResponse(BaseModel):
+    product_id: str
+    category: str | None
+    model_versions: list[str]
+    images: list[StoredImageView]
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, or degraded when the database is unreachable (503)")
+    database: str = Field(description="ok or unreachable")
+    model_loaded: bool
+    model_version: str
+    images: int | None = Field(description="images in the index; null when the database is unreachable")
+
+
+class DuplicateMemberView(BaseModel):
+    key: str
+    product_id: str
+    category: str | None
+    width: int
+    height: int
+    similarity: float = Field(description="the best similarity linking this image into the group")
+
+
+class DuplicateGroupView(BaseModel):
+    anchor_key: str = Field(description="the group's first key: where the pages report it")
+    size: int
+    products: list[str]
+    max_similarity: float
+    min_similarity: float
+    members: list[DuplicateMemberView]
+
+
+class DuplicatesResponse(BaseModel):
+    groups: list[DuplicateGroupView]
+    count: int
+    threshold: float
+    category: str | None
+    scanned: int = Field(description="images scanned for this page")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+# API Gateway and Lambda accept at most 6 MB per synchronous request, the photo base64-encoded
+# (4/3 of its size) included: photos larger than this go through POST /uploads.
+MAX_REQUEST_PHOTO_MB = 4.5
+
+
+class UploadResponse(BaseModel):
+    """A presigned S3 POST for one search photo: send `fields` and the file as `file` to `url`,
+    then search with {"s3_key": s3_key}."""
+
+    url: str
+    fields: dict[str, str]
+    s3_key: str
+    max_bytes: int = Field(description="S3 refuses a larger file")
+    expires_in: int = Field(description="seconds the upload URL stays valid")
+
+
+class SearchByReference(BaseModel):
+    """JSON body of POST /search: exactly one of the two fields is a string."""
+
+    # The documented schema says what `exactly_one` checks; a field that is null counts as absent.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"image_base64": {"type": "string"}}, "required": ["image_base64"]},
+                {"properties": {"s3_key": {"type": "string"}}, "required": ["s3_key"]},
+            ]
+        }
+    )
+
+    # Documented, not validated here: the handler decodes it and answers 400 bad_base64.
+    image_base64: str | None = Field(
+        default=None,
+        description="the photo, base64-encoded (standard alphabet, padded)",
+        json_schema_extra={"pattern": BASE64},
+    )
+    s3_key: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=NO_NUL,
+        description="a photo in the bucket: under the key prefix, or from POST /uploads",
+    )
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> Self:
+        if (self.image_base64 is None) == (self.s3_key is None):
+            raise ValueError("give exactly one of image_base64 or s3_key")
+        return self
+
+
+def search_request_body() -> dict[str, Any]:
+    """The OpenAPI requestBody of POST /search: the photo itself, or JSON naming it."""
+    photo = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "required": True,
+        "description": f"the photo ({', '.join(ALLOWED_FORMATS)}), or JSON with image_base64 or s3_key. "
+        f"A photo sent in the request may have at most {MAX_REQUEST_PHOTO_MB} MB (API Gateway and "
+        "Lambda take 6 MB per request, base64 included); upload a larger one with POST /uploads and "
+        "search by its s3_key.",
+        "content": {
+            "image/*": photo,
+            "application/octet-stream": photo,
+            "application/json": {"schema": SearchByReference.model_json_schema()},
+        },
+    }
+
+
+_ERROR_DESCRIPTIONS = {
+    HTTPStatus.BAD_REQUEST: "a query or path parameter out of range, or a body that cannot be read",
+    HTTPStatus.NOT_FOUND: "no such product, no such object in the bucket, or uploads are disabled",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "the photo has more bytes or pixels than allowed",
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "a body that is no photo in a format read here, or of another type",
+    HTTPStatus.UNPROCESSABLE_ENTITY: "a JSON body that does not fit its schema",
+    HTTPStatus.SERVICE_UNAVAILABLE: "the database or the bucket cannot be reached; try again",
+}
+
+
+def responses(ok: type[BaseModel], *errors: HTTPStatus) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI responses of a route: `ok` for 200, ErrorBody for each listed error status."""
+    documented: dict[int, OpenAPIResponse] = {
+        200: {"description": "OK", "content": {"application/json": {"model": ok}}}
+    }
+    for status in errors:
+        documented[status.value] = {
+            "description": _ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return documented
+
+
+def without_unused_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """The generated document less what Powertools adds to every route: a 422 with its own
+    validation-error schema (the handler answers parameter problems with 400 and ErrorBody, and
+    only POST /search, which documents its own 422, reads a body) and the unused schemas."""
+    for operation in (op for path in document["paths"].values() for op in path.values()):
+        if operation["responses"].get("422", {}).get("content", {}).get("application/json", {}).get(
+            "schema"
+        ) == {"$ref": "#/components/schemas/HTTPValidationError"}:
+            del operation["responses"]["422"]
+    schemas = document["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(name, None)
+    return document
+
+
+def search_response(neighbours: Iterable[Neighbour], model_version: str) -> SearchResponse:
+    results = [
+        SearchResult(
+            product_id=n.product_id,
+            key=n.key,
+            category=n.category,
+            similarity=round(n.similarity, 6),
+            distance=round(n.distance, 6),
+            width=n.width,
+            height=n.height,
+        )
+        for n in neighbours
+    ]
+    return SearchResponse(results=results, count=len(results), model_version=model_version)
+
+
+def product_response(product_id: str, images: list[StoredImage]) -> ProductResponse:
+    return ProductResponse(
+        product_id=product_id,
+        category=images[0].category,
+        model_versions=sorted({image.model_version for image in images}),
+        images=[
+            StoredImageView(
+                key=image.key,
+                category=image.category,
+                width=image.width,
+                height=image.height,
+                size_bytes=image.size_bytes,
+                etag=image.etag,
+                model_version=image.model_version,
+                updated_at=image.updated_at.isoformat(),
+            )
+            for image in images
+        ],
+    )
+
+
+def duplicates_response(page: DuplicatePage, *, threshold: float, category: str | None) -> DuplicatesResponse:
+    groups = [
+        DuplicateGroupView(
+            anchor_key=group.anchor.key,
+            size=len(group.members),
+            products=group.products,
+            max_similarity=round(group.max_similarity, 4),
+            min_similarity=round(group.min_similarity, 4),
+            members=[
+                DuplicateMemberView(
+                    key=member.image.ref.key,
+                    product_id=member.image.product_id,
+                    category=member.image.category,
+                    width=member.image.width,
+                    height=member.image.height,
+                    similarity=round(member.similarity, 4),
+                )
+                for member in group.members
+            ],
+        )
+        for group in page.groups
+    ]
+    return DuplicatesResponse(
+        groups=groups,
+        count=len(groups),
+        threshold=threshold,
+        category=category,
+        scanned=page.scanned,
+        next_cursor=page.next_cursor,
+    )
