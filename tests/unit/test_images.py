@@ -23,7 +23,8 @@ from lookalike.images import (
     UnsupportedFormat,
     decode_image,
 )
-from lookalike.model.preprocess import Preprocessing, resize_for_model, to_model_input
+from lookalike.model.card import Preprocessing
+from lookalike.model.preprocess import resize_for_model, to_model_input
 from lookalike_local.samples import SamplePhoto
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}

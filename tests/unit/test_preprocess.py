@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.model.preprocess import RESIZE_MODES, ResizeMode, resize_for_model
+from lookalike.model.card import RESIZE_MODES, ResizeMode
+from lookalike.model.preprocess import resize_for_model
 
 
 @pytest.fixture

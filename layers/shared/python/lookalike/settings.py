@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from lookalike.catalogue import DEFAULT_KEY_LAYOUT, DEFAULT_KEY_PREFIX, KeyLayout
-from lookalike.model.preprocess import RESIZE_MODES, ResizeMode
+from lookalike.model.card import RESIZE_MODES, ResizeMode
 
 # In the repository the model layer's folder sits beside the shared layer's; in Lambda the model
 # layer is mounted at /opt/model and the template sets MODEL_DIR.

@@ -10,11 +10,25 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
-
-from lookalike.model.preprocess import Preprocessing, ResizeMode
+from typing import Any, Literal, cast, get_args
 
 MODEL_CARD_FILE = "model_card.json"
+
+# How an image becomes the model's square input (lookalike.model.preprocess does it). Here, with
+# the card and without numpy or Pillow, so that the settings can name the modes cheaply.
+ResizeMode = Literal["squash", "center_crop"]
+RESIZE_MODES: tuple[ResizeMode, ...] = ("squash", "center_crop")
+
+
+@dataclass(frozen=True, slots=True)
+class Preprocessing:
+    """The card's `preprocessing` block: input size, normalisation, resize modes."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_fraction: float
+    default_resize_mode: ResizeMode
 
 
 class ModelCardError(ValueError):

@@ -14,8 +14,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
-from lookalike.model.card import ModelCard, ModelCardError, load_model_card
-from lookalike.model.preprocess import ResizeMode, to_model_input
+from lookalike.model.card import ModelCard, ModelCardError, ResizeMode, load_model_card
+from lookalike.model.preprocess import to_model_input
 from lookalike.settings import get_settings
 
 FloatArray = npt.NDArray[np.float32]

@@ -7,26 +7,11 @@ tuning tools all run exactly the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-ResizeMode = Literal["squash", "center_crop"]
-RESIZE_MODES: tuple[ResizeMode, ...] = ("squash", "center_crop")
-
-
-@dataclass(frozen=True, slots=True)
-class Preprocessing:
-    """The card's `preprocessing` block: input size, normalisation, resize modes."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    crop_fraction: float
-    default_resize_mode: ResizeMode
+from lookalike.model.card import Preprocessing, ResizeMode
 
 
 def resize_for_model(image: Image.Image, size: int, mode: ResizeMode, crop_fraction: float) -> Image.Image:
