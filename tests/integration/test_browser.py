@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from local_stack_process import DemoProcess, free_port
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect, sync_playwright
 
 from lookalike_local.catalogue import query_photo
 
@@ -88,7 +88,7 @@ def test_search_with_a_photo_shows_similar_products(
     query_file.write_bytes(photo)
 
     page.goto(demo.url)
-    expect(page.locator("#stack-status")).to_contain_text("images searchable")
+    expect(page.locator("#stack-status")).to_contain_text("photos searchable")
     expect(page.locator("#catalogue .item").first).to_be_visible()
     page.set_input_files("#photo-input", str(query_file))
 
@@ -119,6 +119,10 @@ def test_catalogue_click_and_upload_make_a_new_product_searchable(
     expect(page.locator("#results-title")).to_have_text("Similar to espresso-cup")
     expect(page.locator("#results .card").first).to_be_visible()
     assert "espresso-cup" not in page.locator("#results .card .product").all_inner_texts()
+    # "Similar to X" shows X itself.
+    preview = page.locator("#query-preview")
+    expect(preview).to_be_visible()
+    expect(preview).to_have_attribute("src", re.compile(r"/thumbnails/products/.*espresso-cup/"))
 
     photo, _ = query_photo()
     new_image = tmp_path / "new-cat.jpg"
@@ -133,3 +137,52 @@ def test_catalogue_click_and_upload_make_a_new_product_searchable(
     expect(page.locator("#results .card .product").first).to_have_text("tabby-cat")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(test_output / "browser-upload.png"), full_page=True)
+
+
+def test_a_newer_search_wins_over_a_slower_older_one(demo: DemoProcess, page: Page, tmp_path: Path) -> None:
+    """The photo search is answered slowly (held back here); meanwhile the user clicks a product.
+    The older answer arrives last and must be dropped: the page keeps the newer results."""
+    photo, _ = query_photo()
+    query_file = tmp_path / "slow-cat.jpg"
+    query_file.write_bytes(photo)
+    held: list[Route] = []
+
+    def hold_the_photo_search(route: Route) -> None:
+        held.append(route)
+
+    page.goto(demo.url)
+    expect(page.locator("#catalogue .item").first).to_be_visible()
+    page.route("**/search?*", hold_the_photo_search)
+    page.set_input_files("#photo-input", str(query_file))
+    page.wait_for_function("() => document.querySelector('#message').textContent.startsWith('Searching')")
+    page.locator("#catalogue .item[data-product='red-motorcycle']").click()
+    expect(page.locator("#results-title")).to_have_text("Similar to red-motorcycle")
+    newer = page.locator("#results .card .product").all_inner_texts()
+    assert held, "the photo search was not sent"
+    held[0].continue_()  # the older answer arrives now, after the newer one
+    page.wait_for_timeout(3000)
+    expect(page.locator("#results-title")).to_have_text("Similar to red-motorcycle")
+    assert page.locator("#results .card .product").all_inner_texts() == newer
+    assert "failed" not in page.locator("#message").inner_text().lower()
+
+
+def test_phone_width_has_no_sideways_scrolling(
+    demo: DemoProcess, chromium: Path, tmp_path: Path, test_output: Path
+) -> None:
+    photo, _ = query_photo()
+    query_file = tmp_path / "phone-cat.jpg"
+    query_file.write_bytes(photo)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+            phone.goto(demo.url)
+            expect(phone.locator("#stack-status")).to_contain_text("photos searchable")
+            phone.set_input_files("#photo-input", str(query_file))
+            expect(phone.locator("#results-title")).to_have_text("Products that look like phone-cat.jpg")
+            expect(phone.locator("#results .card").first).to_be_visible(timeout=30_000)
+            width = phone.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+            phone.screenshot(path=str(test_output / "browser-phone.png"), full_page=False)
+        finally:
+            browser.close()

@@ -611,7 +611,8 @@ def large_photo(photos: list[SamplePhoto], *, min_bytes: int) -> bytes:
     """A real photo as a PNG too large to send in one request (noise keeps it incompressible)."""
     image = photo_of(photos, "rocket").resize((2000, 1500))
     pixels = np.asarray(image, dtype=np.int16)
-    noisy = np.clip(pixels + np.random.default_rng(3).integers(-24, 25, pixels.shape), 0, 255).astype(np.uint8)
+    noise = np.random.default_rng(3).integers(-24, 25, pixels.shape)
+    noisy = np.clip(pixels + noise, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noisy).save(buffer, format="PNG")
     data = buffer.getvalue()

@@ -3,7 +3,15 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { catalogue: [], selectedProduct: null, lastQuery: null };
+const state = { catalogue: [], selectedProduct: null, lastQuery: null, request: 0 };
+
+// Every search takes a ticket; an answer whose ticket is no longer the newest is dropped, so a
+// slow answer (or its error) never lands on top of a newer search's results.
+function newRequest() {
+  state.request += 1;
+  return state.request;
+}
+const isCurrent = (ticket) => ticket === state.request;
 
 function thumbnailUrl(row) {
   if (row.thumbnail_url) return row.thumbnail_url;
@@ -83,6 +91,7 @@ const MAX_REQUEST_PHOTO_BYTES = 4.5e6;
 
 async function searchWithFile(file) {
   if (!file) return;
+  const ticket = newRequest();
   state.lastQuery = { kind: "photo", file };
   const preview = $("#query-preview");
   preview.src = URL.createObjectURL(file);
@@ -117,33 +126,59 @@ async function searchWithFile(file) {
         : stored;
     }
   }
+  if (!isCurrent(ticket)) return;
   if (!response.ok) {
+    const text = await errorText(response);
+    if (!isCurrent(ticket)) return;
     renderResults([], "Results");
-    setMessage(`Search failed (${response.status}): ${await errorText(response)}`, true);
+    setMessage(`Search failed (${response.status}): ${text}`, true);
     return;
   }
   const rows = resultRows(await response.json());
+  if (!isCurrent(ticket)) return;
   setMessage("");
   renderResults(rows, `Products that look like ${file.name}`);
   $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
 }
 
 async function findSimilar(productId) {
+  const ticket = newRequest();
   state.lastQuery = { kind: "product", productId };
   markSelected(productId);
-  $("#query-preview").hidden = true;
+  showProductPreview(productId);
   setMessage(`Finding products similar to ${productId}…`);
   const started = performance.now();
   const response = await fetch(`/products/${encodeURIComponent(productId)}/similar?${searchParams()}`);
+  if (!isCurrent(ticket)) return;
   if (!response.ok) {
+    const text = await errorText(response);
+    if (!isCurrent(ticket)) return;
     renderResults([], "Results");
-    setMessage(`Lookup failed (${response.status}): ${await errorText(response)}`, true);
+    setMessage(`Could not find products similar to ${productId} (${response.status}): ${text}`, true);
     return;
   }
   const rows = resultRows(await response.json());
+  if (!isCurrent(ticket)) return;
   setMessage("");
   renderResults(rows, `Similar to ${productId}`);
   $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
+}
+
+// "Similar to X" shows X itself: its first photo, from the catalogue or from the API.
+async function showProductPreview(productId) {
+  const preview = $("#query-preview");
+  const known = state.catalogue.find((product) => product.product_id === productId);
+  let key = known ? known.key : null;
+  if (!key) {
+    const response = await fetch(`/products/${encodeURIComponent(productId)}`);
+    if (response.ok) key = ((await response.json()).images || [])[0]?.key ?? null;
+  }
+  if (state.lastQuery?.kind !== "product" || state.lastQuery.productId !== productId) return;
+  preview.hidden = !key;
+  if (key) {
+    preview.src = thumbnailUrl({ key });
+    preview.alt = productId;
+  }
 }
 
 function markSelected(productId) {
@@ -197,12 +232,13 @@ async function refreshStatus() {
     const response = await fetch("/local/status");
     const status = await response.json();
     const pill = $("#stack-status");
-    pill.textContent = `${status.embedded} images searchable · ${status.rejected} rejected` +
-      (status.pending ? ` · ${status.pending} in the queue` : "");
+    pill.textContent = `${status.embedded} photos searchable` +
+      (status.rejected ? ` · ${status.rejected} refused` : "") +
+      (status.pending ? ` · ${status.pending} being added` : "");
     pill.classList.toggle("busy", status.pending > 0);
     return status;
   } catch {
-    $("#stack-status").textContent = "local stack not reachable";
+    $("#stack-status").textContent = "not reachable";
     return null;
   }
 }
@@ -219,7 +255,7 @@ async function uploadProduct(event) {
   if (!file) return;
   button.disabled = true;
   status.className = "upload-status";
-  status.textContent = `Uploading ${file.name} to the bucket…`;
+  status.textContent = `Uploading ${file.name}…`;
   try {
     const params = new URLSearchParams({ product_id: productId, category, filename: file.name });
     const response = await fetch(`/upload?${params}`, {
@@ -229,14 +265,14 @@ async function uploadProduct(event) {
     });
     if (!response.ok) throw new Error(await errorText(response));
     const uploaded = await response.json();
-    status.textContent = `Uploaded as s3://${uploaded.bucket}/${uploaded.key} — waiting for the ingest function…`;
+    status.textContent = `Uploaded ${file.name} — analysing the photo…`;
     const started = performance.now();
     for (let attempt = 0; attempt < 240; attempt += 1) {
       await sleep(500);
       const object = await (await fetch(`/local/objects?key=${encodeURIComponent(uploaded.key)}`)).json();
       if (object.state === "rejected") {
         status.className = "upload-status bad";
-        status.textContent = `Rejected by the ingest function: ${object.reason} (${object.detail || ""})`;
+        status.textContent = `This file could not be used as a product photo: ${object.detail || object.reason}`;
         await loadCatalogue();
         return;
       }
@@ -255,7 +291,7 @@ async function uploadProduct(event) {
       }
     }
     status.className = "upload-status bad";
-    status.textContent = "Still not ingested after 2 minutes: see the demo's console.";
+    status.textContent = "The photo is still not searchable after 2 minutes: see the demo's console.";
   } catch (error) {
     status.className = "upload-status bad";
     status.textContent = `Upload failed: ${error.message}`;
