@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+from cloudformation import load_template
 
 from lookalike.model.embedder import get_embedder
 from lookalike_local.samples import SamplePhoto
@@ -82,35 +82,9 @@ def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
     return write
 
 
-# --- the template, read like CloudFormation (short-form tags -> long form) ----------------------
-
-
-class _CloudFormationLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if name == "Fn::GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CloudFormationLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    document = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
-    assert isinstance(document, dict)
-    return document
+    return load_template()
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

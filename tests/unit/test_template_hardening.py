@@ -11,41 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from cloudformation import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO_ROOT / "template.yaml"
 # PostgreSQL's default max_connections; RDS and Aurora derive theirs from memory, and the
 # smallest classes land near it.
 POSTGRES_DEFAULT_MAX_CONNECTIONS = 100
 
 
-class _CloudFormationLoader(yaml.SafeLoader):
-    pass
-
-
-def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if name == "Fn::GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CloudFormationLoader.add_multi_constructor("!", _intrinsic)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    document = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
-    assert isinstance(document, dict)
-    return document
+    return load_template()
 
 
 def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:

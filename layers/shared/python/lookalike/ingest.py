@@ -387,21 +387,21 @@ def _write(batch: IngestBatch, store_factory: Callable[[], Store]) -> None:
             for event in events
         ]
 
-    def reject(store: Store, rows: list[Rejection]) -> list[EventOutcome]:
+    def rejected(
+        write_row: Callable[[Store, Rejection], object],
+    ) -> Callable[[Store, list[Rejection]], list[EventOutcome]]:
         # Reported as rejected even when the store already holds a newer state of the object:
         # the file itself is bad, which is what logs and metrics count.
-        outcomes = []
-        for row in rows:
-            store.record_rejection(row)
-            outcomes.append(EventOutcome(rejected_events[id(row)], "rejected", row.detail, reason=row.reason))
-        return outcomes
+        def write(store: Store, rows: list[Rejection]) -> list[EventOutcome]:
+            outcomes = []
+            for row in rows:
+                write_row(store, row)
+                outcomes.append(
+                    EventOutcome(rejected_events[id(row)], "rejected", row.detail, reason=row.reason)
+                )
+            return outcomes
 
-    def log_only(store: Store, rows: list[Rejection]) -> list[EventOutcome]:
-        outcomes = []
-        for row in rows:
-            store.log_rejection(row)
-            outcomes.append(EventOutcome(rejected_events[id(row)], "rejected", row.detail, reason=row.reason))
-        return outcomes
+        return write
 
     rejected_events = {id(row): event for event, row in [*batch.rejections, *batch.unstorable]}
     if batch.images:
@@ -409,6 +409,6 @@ def _write(batch: IngestBatch, store_factory: Callable[[], Store]) -> None:
     for removal in batch.removals:
         attempt([(removal, removal)], delete)
     for rejection in batch.rejections:
-        attempt([rejection], reject)
+        attempt([rejection], rejected(Store.record_rejection))
     for unstorable in batch.unstorable:
-        attempt([unstorable], log_only)
+        attempt([unstorable], rejected(Store.log_rejection))
