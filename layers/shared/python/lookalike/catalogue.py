@@ -10,7 +10,7 @@
 3. Otherwise the whole key is the product id and the category is unknown (NULL): every photo
    is searchable, even one uploaded outside the layout.
 
-The README section "Product id and category" states the same rule for users.
+docs/INGEST.md, "Product id and category", states the same rule for users.
 """
 
 from __future__ import annotations
