@@ -2,7 +2,7 @@
 
 Read once (`get_settings()`), validated as a whole when first loaded, so a misconfigured function
 fails at cold start with a message that names the variable, not later on the first image. Defaults
-exist only where a wrong value cannot lose or corrupt data; each is written down here and in the
+exist only where a wrong value cannot lose or corrupt data; each is written down here and in
 docs/CONFIGURATION.md. Local-only settings (the embedded database's folder) live with the
 local stack, not here.
 """
