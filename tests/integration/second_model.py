@@ -65,3 +65,13 @@ def build_projected_model(
         raw["evaluation"] = evaluation
     (out_dir / MODEL_CARD_FILE).write_text(json.dumps(raw, indent=2), encoding="utf-8")
     return out_dir
+
+
+def model_dir_with_a_second_model(base_dir: Path, out_dir: Path, **options: Any) -> tuple[Path, Path]:
+    """A MODEL_DIR as a model layer with two models would be: the base model's files (linked)
+    at its top, the projected model in a subfolder. Returns (MODEL_DIR, the second model's folder)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in base_dir.iterdir():
+        if path.is_file():
+            (out_dir / path.name).symlink_to(path.resolve())
+    return out_dir, build_projected_model(base_dir, out_dir / "projected", **options)
