@@ -91,6 +91,7 @@ def add_model_vectors(
     """Register a model (`state`) with one vector per key, by COPY, then build its partial HNSW
     index with the registry's own definition (lookalike.store.registry)."""
     dimension = int(vectors.shape[1])
+    register_vector(connection)
     started = time.perf_counter()
     row = connection.execute(
         "INSERT INTO models (version, dimension, state, activated_at) "
