@@ -1,9 +1,10 @@
 """Embeddings per model version: query latency, write cost and index size, before vs after.
 
-    .venv/bin/python scripts/bench_model_versions.py --before REV [--rows 20000] [--rounds 5]
+    .venv/bin/python scripts/bench_model_versions.py --before REV [--after HEAD] [--rows 20000] [--rounds 5]
 
 "before" is a checkout of REV (a temporary git worktree: one embedding column on `images`, one
-HNSW index), "after" this tree (an `embeddings` table, one partial HNSW index per model). Each
+HNSW index), "after" a checkout of --after (default HEAD: an `embeddings` table, one partial HNSW
+index per model); checkouts, so that editing the tree during a run cannot change what is measured. Each
 tree gets its own scratch database on one embedded PostgreSQL (`--data-dir`, default
 .data/bench-model-versions; or DATABASE_URL's server), filled with the same ROWS synthetic
 1280-d vectors (families of 50 around random centres) by the tree's own bulk loader
@@ -154,6 +155,7 @@ def main() -> int:
     parser.add_argument(
         "--before", required=True, help="the revision with the old schema (e.g. the branch point)"
     )
+    parser.add_argument("--after", default="HEAD", help="the revision with the new schema")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queries", type=int, default=200, help="per tree and round")
@@ -167,13 +169,14 @@ def main() -> int:
     if base_url is None:
         server = EmbeddedPostgres(arguments.data_dir / "pgdata")
         base_url = server.start()
-    worktree = Path(tempfile.mkdtemp(prefix="model-versions-before-"))
-    subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(worktree), arguments.before],
-        check=True,
-        capture_output=True,
-    )
-    trees = {"before": worktree, "after": REPO_ROOT}
+    trees = {}
+    for name, revision in (("before", arguments.before), ("after", arguments.after)):
+        trees[name] = Path(tempfile.mkdtemp(prefix=f"model-versions-{name}-"))
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(trees[name]), revision],
+            check=True,
+            capture_output=True,
+        )
     try:
         import psycopg
 
@@ -206,18 +209,24 @@ def main() -> int:
                     samples[name].setdefault(key, []).extend(values)
             print(f"round {round_index + 1}/{arguments.rounds} done", file=sys.stderr)
     finally:
-        subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(worktree)],
-            check=False,
-            capture_output=True,
-        )
+        for tree in trees.values():
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
         if server is not None:
             server.stop()
 
     def p(values: list[float], q: float) -> float:
         return round(statistics.quantiles(values, n=100)[int(q) - 1], 3)
 
-    summary: dict[str, Any] = {"rows": arguments.rows, "rounds": arguments.rounds, "before": arguments.before}
+    summary: dict[str, Any] = {
+        "rows": arguments.rows,
+        "rounds": arguments.rounds,
+        "before": arguments.before,
+        "after": arguments.after,
+    }
     for name in trees:
         for key, values in samples[name].items():
             summary[f"{name}_{key}_p50"] = p(values, 50)
