@@ -351,3 +351,19 @@ def test_each_model_is_searched_through_its_own_partial_index(store: Store, two_
     assert f"embeddings_hnsw_{a.id}" in _plan(store, a.ref, exact=False)
     exact = _plan(store, b.ref, exact=True)
     assert "embeddings_hnsw" not in exact, exact  # the category path computes every distance
+
+
+def test_an_image_written_twice_in_one_batch_keeps_the_last_writes_vectors(
+    store: Store, two_models: Any
+) -> None:
+    a, b, vectors_a, vectors_b = two_models
+    first = image("twice", {a.id: vectors_a[1], b.id: vectors_b[1]})
+    second = ImageRecord(
+        **{**_fields(image("twice", {a.id: vectors_a[2]})), "order": EventOrder("0B", T0), "etag": "v2"}
+    )
+    first = ImageRecord(**{**_fields(first), "order": EventOrder("0A", T0)})
+    assert store.upsert_images([first, second]) == ["applied", "applied"]
+    search = VectorSearch(store)
+    assert search.product_embeddings("twice", model=b.ref).shape == (0, 256)  # not the older bytes' vector
+    (kept,) = search.product_embeddings("twice")
+    assert float(kept @ vectors_a[2]) > 0.999

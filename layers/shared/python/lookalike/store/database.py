@@ -293,13 +293,27 @@ class Store:
             if replaced:
                 with connection.cursor() as cursor:
                     cursor.executemany(DELETE_OTHER_VECTORS, replaced)
-            targets = [(i, applied[i] or same_version.get(i)) for i in range(len(records))]
+            # An image written twice in the batch keeps the vectors of its last applied write.
+            last_applied = {image_id: i for i, image_id in enumerate(applied) if image_id is not None}
+            targets = [
+                (
+                    i,
+                    applied[i]
+                    if applied[i] is not None and last_applied[applied[i]] == i
+                    else same_version.get(i),
+                )
+                for i in range(len(records))
+            ]
             upserts = [
                 (i, {"image_id": image_id, "model_id": model_id, "embedding": vector})
                 for i, image_id in targets
                 if image_id is not None
                 for model_id, vector in vectors[i].items()
             ]
+            # Model rows are locked (FOR SHARE) in id order, as the registry locks them (FOR
+            # UPDATE): two transactions never wait for each other's model rows in a cycle. The
+            # sort is stable, so two records of one image keep their order (the later one wins).
+            upserts.sort(key=lambda item: item[1]["model_id"])
             changed = _returned_ids(connection, UPSERT_VECTOR, [row for _, row in upserts])
             refreshed = {i for (i, _), result in zip(upserts, changed, strict=True) if result is not None}
             return [
