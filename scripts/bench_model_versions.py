@@ -14,7 +14,9 @@ projection, as tests/integration/second_model.py builds one), to show the cost o
 
 Then, interleaved round by round (alternating order, so that both trees share the machine's
 noise), a fresh process per tree and round runs, through that tree's own code:
-- QUERIES `VectorSearch.nearest(k=10)` with vectors near stored rows (the default ef_search);
+- QUERIES `VectorSearch.nearest(k=10)` with vectors near stored rows (the default ef_search),
+  timed in the client (`query_ms`: round trips included), then the same queries' search statement
+  under EXPLAIN ANALYZE (`query_server_ms`: planning + execution in the server alone);
 - WRITES single-image `Store.upsert_images` calls (one transaction each, as an ingest batch of
   one), after: once with the active model's vector only and once with both models' vectors.
 Prints medians per tree, the after/before ratios, the index and table sizes, and one JSON line
@@ -98,6 +100,30 @@ elif mode == "query":
         times.append((time.perf_counter() - started) * 1000)
         hits += found[0].product_id == f"p{index // 3}"
     result.update(query_ms=times, top1_own_product=hits / count)
+    # The statement's execution inside the server alone (EXPLAIN ANALYZE), without round trips.
+    from pgvector import HalfVector
+    from pgvector.psycopg import register_vector
+    from lookalike.store.search import search_statement
+    if new_schema:
+        from lookalike.store import ModelRef
+        with psycopg.connect(url) as connection:
+            active = "SELECT id, version, dimension FROM models WHERE state = 'active'"
+            model = ModelRef(*connection.execute(active).fetchone())
+        statement = search_statement(model, exact=False, category=False, exclude=False)
+    else:
+        statement = search_statement(exact=False, category=False, exclude=False)
+    server = []
+    with psycopg.connect(url) as connection:
+        register_vector(connection)
+        text = b"EXPLAIN (ANALYZE, FORMAT JSON) " + statement.as_bytes(connection)
+        for query in queries:
+            with connection.transaction():
+                connection.execute("SELECT set_config('hnsw.ef_search', '64', true), "
+                                   "set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                values = {"query": HalfVector(query), "limit": 40, "category": None, "exclude": None}
+                plan = connection.execute(text, values).fetchone()[0][0]
+            server.append(plan["Execution Time"] + plan["Planning Time"])
+    result["query_server_ms"] = server
 elif mode == "write":
     store = Store(url)
     model_ids = []
@@ -161,6 +187,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200, help="per tree and round")
     parser.add_argument("--writes", type=int, default=50, help="per tree, round and kind")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the databases of the last run with these ROWS"
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data" / "bench-model-versions")
     arguments = parser.parse_args()
 
@@ -180,17 +209,20 @@ def main() -> int:
     try:
         import psycopg
 
-        urls = {}
-        for name in trees:
-            database = f"lookalike_bench_mv_{name}"
-            with psycopg.connect(base_url, autocommit=True) as connection:
-                connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-                connection.execute(f"CREATE DATABASE {database}")
-            urls[name] = make_conninfo(base_url, dbname=database)
-        loads = {
-            name: child(tree, "load", urls[name], arguments.rows, 0, arguments.seed)
-            for name, tree in trees.items()
-        }
+        urls = {name: make_conninfo(base_url, dbname=f"lookalike_bench_mv_{name}") for name in trees}
+        loaded = arguments.data_dir / f"loads-{arguments.rows}-{arguments.seed}-v{GENERATOR_VERSION}.json"
+        if arguments.reuse and loaded.exists():
+            loads = json.loads(loaded.read_text())  # the load figures of the run that built them
+        else:
+            for name in trees:
+                with psycopg.connect(base_url, autocommit=True) as connection:
+                    connection.execute(f"DROP DATABASE IF EXISTS lookalike_bench_mv_{name} WITH (FORCE)")
+                    connection.execute(f"CREATE DATABASE lookalike_bench_mv_{name}")
+            loads = {
+                name: child(tree, "load", urls[name], arguments.rows, 0, arguments.seed)
+                for name, tree in trees.items()
+            }
+            loaded.write_text(json.dumps(loads))
         for name, load in loads.items():
             print(name, "load", json.dumps(load), file=sys.stderr)
         samples: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
@@ -238,6 +270,9 @@ def main() -> int:
         }
     summary["query_p50_ratio_after_before"] = round(
         summary["after_query_ms_p50"] / summary["before_query_ms_p50"], 3
+    )
+    summary["query_server_p50_ratio_after_before"] = round(
+        summary["after_query_server_ms_p50"] / summary["before_query_server_ms_p50"], 3
     )
     summary["write_p50_ratio_after_before"] = round(
         summary["after_write_ms_p50"] / summary["before_write_ms_p50"], 3
