@@ -20,7 +20,8 @@ noise), a fresh process per tree and round runs, through that tree's own code:
 - WRITES single-image `Store.upsert_images` calls (one transaction each, as an ingest batch of
   one), after: once with the active model's vector only and once with both models' vectors.
 Prints medians per tree, the after/before ratios, the index and table sizes, and one JSON line
-last.
+last. `--reuse --measure-add` instead times `ModelRegistry.add` (its CONCURRENTLY built index) on
+the after database while another thread keeps writing, and prints that as the JSON line.
 """
 
 from __future__ import annotations
@@ -151,6 +152,40 @@ elif mode == "write":
             assert store.upsert_images([item]) == ["applied"]
             times.append((time.perf_counter() - started) * 1000)
         result["write_two_models_ms" if both else "write_ms"] = times
+elif mode == "add":
+    # Registering a model builds its partial index CONCURRENTLY over the whole table: how long
+    # it takes, and what single-image writes (another thread) wait meanwhile.
+    import threading
+    from lookalike.store import ModelRegistry, ModelSpec
+    registry, writer = ModelRegistry(Store(url)), Store(url)
+    active = registry.active()
+    done, writes = threading.Event(), []
+    def write():
+        rng = np.random.default_rng()
+        while not done.is_set():
+            key = f"add-{rng.integers(1 << 60)}"
+            item = ImageRecord(ref=ObjectRef("bench", key), order=EventOrder(None, datetime.now(UTC)),
+                               product_id=key, category="c0", etag=key, size_bytes=1, width=1, height=1,
+                               embeddings={active.id: vectors(1, rng)[0]})
+            started = time.perf_counter()
+            writer.upsert_images([item])
+            writes.append((time.perf_counter() - started) * 1000)
+    thread = threading.Thread(target=write)
+    thread.start()
+    time.sleep(1.0)
+    before = len(writes)
+    started = time.perf_counter()
+    registry.add(ModelSpec("third/fp32/squash", 256, None, None))
+    result["add_s"] = time.perf_counter() - started
+    during = writes[before:]
+    started = time.perf_counter()
+    registry.retire("third/fp32/squash")
+    result["retire_empty_s"] = time.perf_counter() - started
+    done.set()
+    thread.join()
+    result.update(writes_during_add=len(during), write_during_add_max_ms=max(during, default=None),
+                  write_during_add_p50_ms=statistics.median(during) if during else None,
+                  write_before_add_p50_ms=statistics.median(writes[:before]) if before else None)
 print(json.dumps(result))
 """
 
@@ -225,6 +260,10 @@ def main() -> int:
             loaded.write_text(json.dumps(loads))
         for name, load in loads.items():
             print(name, "load", json.dumps(load), file=sys.stderr)
+        if arguments.measure_add:
+            added = child(trees["after"], "add", urls["after"], arguments.rows, 0, arguments.seed)
+            print(json.dumps({"rows": arguments.rows, **added, "load_average": os.getloadavg()}))
+            return 0
         samples: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
         top1: dict[str, list[float]] = {name: [] for name in trees}
         for round_index in range(arguments.rounds):
