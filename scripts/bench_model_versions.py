@@ -225,6 +225,11 @@ def main() -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="keep the databases of the last run with these ROWS"
     )
+    parser.add_argument(
+        "--measure-add",
+        action="store_true",
+        help="only time registering a model on the after database (--reuse)",
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data" / "bench-model-versions")
     arguments = parser.parse_args()
 
