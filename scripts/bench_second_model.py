@@ -77,7 +77,7 @@ def main() -> int:
         )
         for key, value in json.loads(completed.stdout.strip().splitlines()[-1]).items():
             samples.setdefault(key, []).append(value)
-    summary = {key: round(statistics.median(values), 1) for key, values in samples.items()}
+    summary: dict[str, object] = {key: round(statistics.median(values), 1) for key, values in samples.items()}
     summary["second_model"] = f"{arguments.second.name or arguments.second}:{arguments.variant or 'default'}"
     summary["rounds"] = arguments.rounds
     summary["load_average"] = [round(value, 2) for value in os.getloadavg()]

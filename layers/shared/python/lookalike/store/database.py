@@ -295,27 +295,26 @@ class Store:
                     cursor.executemany(DELETE_OTHER_VECTORS, replaced)
             # An image written twice in the batch keeps the vectors of its last applied write.
             last_applied = {image_id: i for i, image_id in enumerate(applied) if image_id is not None}
-            targets = [
-                (
-                    i,
-                    applied[i]
-                    if applied[i] is not None and last_applied[applied[i]] == i
-                    else same_version.get(i),
-                )
-                for i in range(len(records))
-            ]
-            upserts = [
-                (i, {"image_id": image_id, "model_id": model_id, "embedding": vector})
-                for i, image_id in targets
-                if image_id is not None
-                for model_id, vector in vectors[i].items()
-            ]
+            targets: list[tuple[int, int]] = []
+            for i, image_id in enumerate(applied):
+                target = image_id if image_id is not None and last_applied[image_id] == i else None
+                if image_id is None:
+                    target = same_version.get(i)
+                if target is not None:
+                    targets.append((i, target))
             # Model rows are locked (FOR SHARE) in id order, as the registry locks them (FOR
             # UPDATE): two transactions never wait for each other's model rows in a cycle. The
             # sort is stable, so two records of one image keep their order (the later one wins).
-            upserts.sort(key=lambda item: item[1]["model_id"])
-            changed = _returned_ids(connection, UPSERT_VECTOR, [row for _, row in upserts])
-            refreshed = {i for (i, _), result in zip(upserts, changed, strict=True) if result is not None}
+            upserts = sorted(
+                (
+                    (model_id, i, {"image_id": target, "model_id": model_id, "embedding": vector})
+                    for i, target in targets
+                    for model_id, vector in vectors[i].items()
+                ),
+                key=lambda item: item[0],
+            )
+            changed = _returned_ids(connection, UPSERT_VECTOR, [row for _, _, row in upserts])
+            refreshed = {i for (_, i, _), result in zip(upserts, changed, strict=True) if result is not None}
             return [
                 "applied" if applied[i] is not None or i in refreshed else "stale"
                 for i in range(len(records))
