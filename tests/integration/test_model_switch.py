@@ -108,9 +108,10 @@ def deployment(
     model_dir, second = model_folders
     monkeypatch.setenv("MODEL_DIR", str(model_dir))
     monkeypatch.setenv("DATABASE_URL", clean_database)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-ingest")
+    # A service name of its own: Powertools loggers of one name share one logging.Logger, and
+    # test_ingest.py reads the log lines of "lookalike-ingest".
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-ingest-model-switch")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     reset_runtime()
     app = load_module(HANDLER_FILE, f"lookalike_ingest_switch_{uuid.uuid4().hex[:6]}")
     store = Store(clean_database)
