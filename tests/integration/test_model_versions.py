@@ -7,6 +7,7 @@ test_model_switch.py); model B's vectors are 256-d, model A's 1280-d.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -367,3 +368,31 @@ def test_an_image_written_twice_in_one_batch_keeps_the_last_writes_vectors(
     assert search.product_embeddings("twice", model=b.ref).shape == (0, 256)  # not the older bytes' vector
     (kept,) = search.product_embeddings("twice")
     assert float(kept @ vectors_a[2]) > 0.999
+
+
+def test_concurrent_cold_starts_of_a_new_deployment_agree_on_one_active_model(clean_database: str) -> None:
+    from lookalike.model_versions import ensure_active_model
+    from lookalike.settings import get_settings
+
+    Store(clean_database).migrate()
+    stores = [Store(clean_database) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+    results: list[ModelRef | BaseException] = []
+
+    def cold_start(store: Store) -> None:
+        start.wait()
+        try:
+            results.append(ensure_active_model(store, get_settings()))
+        except BaseException as error:  # reported below, in the test's thread
+            results.append(error)
+
+    threads = [threading.Thread(target=cold_start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1, results
+    assert isinstance(results[0], ModelRef)
+    assert [model.state for model in ModelRegistry(stores[0]).models()] == ["active"]
+    for store in stores:
+        store.close()

@@ -9,7 +9,9 @@ MODEL_VARIANT + RESIZE_MODE) is registered and activated the first time no model
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Final
 
 from lookalike.model.card import load_model_card, model_version_name, verify_variant
 from lookalike.model.catalog import ModelNotFoundError
@@ -18,6 +20,11 @@ from lookalike.model.preprocess import ResizeMode
 from lookalike.settings import Settings
 from lookalike.store import ModelRef, ModelRegistry, ModelSpec, RegisteredModel, RegistryError, Store
 from lookalike.store.database import active_model
+
+# How long a cold start waits for another one that is registering the first model (its index
+# build on an empty table is quick), and how often it looks.
+BOOTSTRAP_WAIT_S: Final = 60.0
+BOOTSTRAP_POLL_S: Final = 0.2
 
 
 def model_spec(
@@ -42,30 +49,34 @@ def add_model(
     return ModelRegistry(store).add(model_spec(model_dir, variant=variant, resize_mode=resize_mode))
 
 
-def ensure_active_model(store: Store, settings: Settings) -> ModelRef:
+def ensure_active_model(store: Store, settings: Settings, *, wait_s: float = BOOTSTRAP_WAIT_S) -> ModelRef:
     """The active model; when none is (a new deployment), the configured one is registered if
     missing and activated (no metrics to compare with: nothing was active). One cheap query when
-    a model is active (every cold start)."""
+    a model is active (every cold start).
+
+    Concurrent cold starts of a new deployment agree: the registry serialises them, and one
+    that finds the model registered by another but not yet activatable (its index still being
+    built) waits for that one, at most `wait_s`, then retries the activation itself.
+    """
     active = store.run(active_model, vector=False)
     if active is not None:
         return active
     registry = ModelRegistry(store)
     spec = model_spec(settings.model_dir, variant=settings.model_variant, resize_mode=settings.resize_mode)
-    if not any(model.version == spec.version for model in registry.models()):
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
-            registry.add(spec)
-        except RegistryError:
-            # Another process (a concurrent cold start) registered it first.
             if not any(model.version == spec.version for model in registry.models()):
+                registry.add(spec)
+            return registry.activate(spec.version, force=True).model.ref
+        except RegistryError:
+            # Another process registered or activated it meanwhile, or is still building its index.
+            active = store.run(active_model, vector=False)
+            if active is not None:
+                return active
+            if time.monotonic() >= deadline:
                 raise
-    try:
-        return registry.activate(spec.version, force=True).model.ref
-    except RegistryError:
-        # Another process activated a model meanwhile: that one is the answer.
-        active = store.run(active_model, vector=False)
-        if active is None:
-            raise
-        return active
+            time.sleep(BOOTSTRAP_POLL_S)
 
 
 def maintained_embedders(store: Store) -> dict[int, Embedder]:

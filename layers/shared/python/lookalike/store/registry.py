@@ -35,6 +35,8 @@ ModelState = Literal["building", "active", "standby", "retired"]
 MAINTAINED_STATES: Final = ("active", "building", "standby")
 # The HNSW parameters of step 1's index (docs/BENCHMARKS.md, "Recall vs ef_search").
 HNSW_OPTIONS: Final = "m = 16, ef_construction = 64"
+# Transaction-level advisory lock id of registry transitions ("LOOKMODL").
+REGISTRY_LOCK_ID: Final = 0x4C4F4F4B4D4F444C
 # Uncovered keys a refusal or a partial activation names (the count is always complete).
 UNCOVERED_SAMPLE: Final = 20
 
@@ -148,7 +150,10 @@ def _model(row: tuple[Any, ...]) -> RegisteredModel:
 
 def _all(connection: psycopg.Connection[TupleRow], *, lock: bool = False) -> list[RegisteredModel]:
     if lock:
-        # Serialises registry transitions, and waits for vector writes in flight (FOR SHARE).
+        # Serialises registry transitions (also two processes registering the first model of a
+        # new deployment, when there is no row to lock yet), and waits for vector writes in
+        # flight (they hold their model's row FOR SHARE).
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (REGISTRY_LOCK_ID,))
         connection.execute("SELECT id FROM models ORDER BY id FOR UPDATE")
     rows = connection.execute(_SELECT_MODELS).fetchall()
     return [_model(tuple(row)) for row in rows]
