@@ -396,3 +396,23 @@ def test_concurrent_cold_starts_of_a_new_deployment_agree_on_one_active_model(cl
     assert [model.state for model in ModelRegistry(stores[0]).models()] == ["active"]
     for store in stores:
         store.close()
+
+
+def test_tombstones_and_rejections_delete_every_models_vectors(store: Store, two_models: Any) -> None:
+    from lookalike.store import Rejection
+
+    registry = ModelRegistry(store)
+    assert (
+        store.delete_image(ObjectRef(BUCKET, "k01"), EventOrder(None, T0 + timedelta(hours=1))) == "applied"
+    )
+    rejection = Rejection(
+        ObjectRef(BUCKET, "k02"), EventOrder(None, T0 + timedelta(hours=1)), "truncated", "x", 1
+    )
+    assert store.record_rejection(rejection) == "applied"
+    assert [model.images_embedded for model in registry.models()] == [38, 38]
+    with psycopg.connect(store_url(store)) as connection:
+        left = connection.execute(
+            "SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id "
+            "WHERE i.key IN ('k01', 'k02')"
+        ).fetchone()
+    assert left == (0,)
