@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality
+.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality tune-data tune
 
 help:
 	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
@@ -80,6 +80,16 @@ eval-quality: $(STAMP) eval-data
 	$(BIN)/python scripts/eval_quality.py --out docs/bench/quality.json $(ARGS)
 	$(BIN)/python scripts/plot_benchmarks.py quality query
 
+# Tuning (docs/TUNING.md): public labelled data under .data/tune-data (never committed).
+TUNE_DATA := .data/tune-data
+tune-data: $(STAMP)
+	@test -d $(TUNE_DATA)/fashion-mnist-5k || $(BIN)/python scripts/tune.py --fetch fashion-mnist --data-out $(TUNE_DATA)/fashion-mnist-5k --per-class 500
+	@test -d $(TUNE_DATA)/tuxpaint || $(BIN)/python scripts/tune.py --fetch tuxpaint --data-out $(TUNE_DATA)/tuxpaint
+
+# make tune ARGS="--dataset DIR --out MODEL_DIR ..."; without ARGS the Fashion-MNIST benchmark run.
+tune: $(STAMP) tune-data
+	$(BIN)/python scripts/tune.py $(or $(ARGS),--dataset $(TUNE_DATA)/fashion-mnist-5k --out .data/models/fashion-mnist-5k-$$(date +%Y%m%d%H%M%S) --report docs/bench/tune_fashion_mnist.json --plot docs/img/tune_fashion_mnist.png)
+
 openapi: $(STAMP)
 	$(BIN)/python scripts/export_openapi.py
 
@@ -105,6 +115,8 @@ SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
 SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed
+# make build EXTRA_MODELS="DIR ..." adds model folders to the model layer (layers/model/Makefile).
+export EXTRA_MODELS
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" PYTHON="$(CURDIR)/$(SAM_VENV)/bin/python"
 
 .PHONY: build validate sam-venv
@@ -125,7 +137,7 @@ sam-venv: $(SAM_STAMP)
 build: $(SAM_STAMP)
 	@test -f layers/certificates/global-bundle.pem || test -n "$(ALLOW_MISSING_RDS_CA)" || \
 		{ echo "error: layers/certificates/global-bundle.pem missing: docs/DEPLOYMENT.md, Database TLS" >&2; exit 1; }
-	$(SAM_ENV) $(SAM) build --cached --template-file template.yaml $(BUILD_ARGS)
+	$(SAM_ENV) $(SAM) build $(if $(EXTRA_MODELS),,--cached) --template-file template.yaml $(BUILD_ARGS)
 
 validate: $(SAM_STAMP)
 	$(SAM_VENV)/bin/cfn-lint template.yaml

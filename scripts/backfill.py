@@ -1,7 +1,12 @@
-"""Embed every image of a bucket (or prefix) that the store lacks or holds from another model.
+"""Embed every image of a bucket (or prefix) that the store lacks, or lacks a model's vector of.
 
     .venv/bin/python scripts/backfill.py --bucket B [--prefix products/] [--batch-size 32]
+    .venv/bin/python scripts/backfill.py --bucket B --model VERSION     (fill a building model)
     .venv/bin/python scripts/backfill.py --bucket B --enqueue QUEUE_URL     (fan out to Lambda)
+
+Objects are embedded with every maintained model (active, building, standby: docs/MODELS.md);
+--model VERSION fills only that model's vectors of the objects the store already holds (objects
+it does not hold yet get every model's). The registry's coverage is printed at the end.
 
 Same code for the local stack and AWS: S3_ENDPOINT_URL points at moto/MinIO (unset: AWS),
 DATABASE_URL at the database (unset: the embedded local one is started). Interrupted runs resume
@@ -26,6 +31,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from lookalike.backfill import (
     DEFAULT_BATCH_SIZE,
+    BackfillModels,
     BackfillSummary,
     BatchWork,
     Checkpoint,
@@ -34,9 +40,9 @@ from lookalike.backfill import (
     run_backfill,
 )
 from lookalike.ingest import IngestLimits
-from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model, maintained_embedders
 from lookalike.settings import get_settings
-from lookalike.store import Store
+from lookalike.store import ModelRegistry, RegistryError, Store
 from lookalike_aws.enqueue import EnqueueForIngest
 from lookalike_aws.runtime import get_store
 from lookalike_aws.s3 import S3ObjectLister, S3ObjectSource
@@ -56,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per inference call"
     )
     parser.add_argument("--enqueue", metavar="QUEUE_URL", help="send the keys to the ingest queue instead")
+    parser.add_argument("--model", metavar="VERSION", help="fill only this registered model's vectors")
     parser.add_argument("--limit", type=int, help="stop after this many objects (a partial run; resumable)")
     parser.add_argument("--restart", action="store_true", help="ignore the checkpoint: list from the top")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    embedder = get_embedder()
     store: Store | None
     work: BatchWork
     if args.enqueue:
@@ -74,16 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         ensure_database_url()
         store = get_store()
         store.migrate()
-        embedder.warm_up()
+        ensure_active_model(store, settings)
+    models = BackfillModels({})
+    if store is not None:
+        try:
+            models = _models(store, args.model)
+        except RegistryError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if not args.enqueue:
+        assert store is not None
+        for embedder in models.embedders.values():
+            embedder.warm_up()
         work = EmbedLocally(
             source=S3ObjectSource(),
             store=store,
-            embedder=embedder,
+            models=models,
             limits=IngestLimits(settings.max_image_bytes, settings.max_image_pixels),
             layout=settings.key_layout,
         )
 
-    checkpoint = Checkpoint(data_dir() / "backfill", args.bucket, args.prefix, embedder.model_version)
+    checkpoint = Checkpoint(data_dir() / "backfill", args.bucket, args.prefix, models.label)
     if args.restart:
         checkpoint.clear()
     lister = S3ObjectLister()
@@ -116,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix=args.prefix,
             lister=lister,
             work=work,
-            model_version=embedder.model_version,
+            models=models,
             store=store,
             batch_size=args.batch_size,
             checkpoint=checkpoint,
@@ -129,8 +146,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     bar.close()
     print(_human(summary), file=sys.stderr)
+    if store is not None:
+        for model in ModelRegistry(store).models():
+            if model.state != "retired":
+                print(
+                    f"coverage {model.version} ({model.state}): "
+                    f"{model.images_embedded}/{model.images_stored} ({model.coverage:.1%})",
+                    file=sys.stderr,
+                )
     print(json.dumps(summary.as_dict(), indent=2))
     return 1 if summary.failed else 0
+
+
+def _models(store: Store, version: str | None) -> BackfillModels:
+    """The maintained models' embedders; `version` (--model) must be one of them."""
+    embedders = maintained_embedders(store)
+    if version is None:
+        return BackfillModels(embedders)
+    model = ModelRegistry(store).get(version)  # RegistryError: unknown
+    if model.id not in embedders:
+        raise RegistryError(
+            f"{version!r} ({model.state}) cannot be back-filled: it is retired, or no folder under "
+            "MODEL_DIR holds its files"
+        )
+    return BackfillModels(embedders, target=model.id)
 
 
 def _human(summary: BackfillSummary) -> str:

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lookalike.ingest import IngestLimits, ingest_batch
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model, maintained_embedders
 from lookalike.settings import get_settings
 from lookalike.store import Store
 from lookalike_aws.events import parse_invocation
@@ -27,9 +28,10 @@ logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 
-# Init phase (once per container, not per image): build the ONNX session, run one inference and
-# create the S3 client. The database connection opens lazily on first use instead, so a database
-# that is down fails records (retried), not the container's start.
+# Init phase (once per container, not per image): build the default model's ONNX session, run one
+# inference and create the S3 client. Other registered models (a building one) load on their
+# first batch (docs/MODELS.md, "Lambda"). The database connection opens lazily on first use
+# instead, so a database that is down fails records (retried), not the container's start.
 get_embedder().warm_up()
 get_s3_client()
 
@@ -40,9 +42,12 @@ class RetryLater(Exception):  # noqa: N818 - tells the event source what to do
 
 def migrated_store() -> Store:
     """The container's store, its schema brought up to date on first use (idempotent and
-    serialised by an advisory lock, so concurrent cold starts are safe)."""
+    serialised by an advisory lock, so concurrent cold starts are safe), with an active model
+    (a new deployment registers and activates its configured one)."""
     store = get_store()
-    store.migrate_once()
+    if not store.migrated:
+        store.migrate_once()
+        ensure_active_model(store, get_settings())
     return store
 
 
@@ -56,7 +61,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str
         parsed.events,
         source=S3ObjectSource(),
         store=migrated_store,
-        embedder=get_embedder(),
+        embedders=maintained_embedders,
         limits=IngestLimits(settings.max_image_bytes, settings.max_image_pixels),
         layout=settings.key_layout,
     )

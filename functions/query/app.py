@@ -33,6 +33,7 @@ from domain import (
     get_settings,
     get_store,
     presigned_upload,
+    registry_status,
     search_by_image,
     similar_products,
 )
@@ -75,12 +76,9 @@ def search(
 ) -> views.SearchResponse:
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
     photo = search_photo(app.current_event)
-    embedder = get_embedder()
-    neighbours = search_by_image(
-        photo, parameters, embedder=embedder, search=get_search(), settings=get_settings()
-    )
+    result = search_by_image(photo, parameters, search=get_search(), settings=get_settings())
     metrics.add_metric(name="SearchesByImage", unit=MetricUnit.Count, value=1)
-    return views.search_response(neighbours, embedder.model_version)
+    return views.search_response(result.neighbours, result.model.version)
 
 
 @app.post(
@@ -127,9 +125,9 @@ def similar(
     min_similarity: views.MinSimilarity = None,
 ) -> views.SearchResponse:
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
-    neighbours = similar_products(product_id, parameters, search=get_search())
+    result = similar_products(product_id, parameters, search=get_search())
     metrics.add_metric(name="SearchesByProduct", unit=MetricUnit.Count, value=1)
-    return views.search_response(neighbours, get_embedder().model_version)
+    return views.search_response(result.neighbours, result.model.version)
 
 
 @app.get(
@@ -160,8 +158,10 @@ def product(product_id: views.ProductId) -> views.ProductResponse:
 )
 def health() -> Response[views.HealthResponse]:
     embedder = get_embedder()
+    models: list[views.ModelStatusView] = []
     try:
         count: int | None = get_store().count_images()
+        models = [views.ModelStatusView.model_validate(status) for status in registry_status(get_search())]
         database = "ok"
     except psycopg.Error as error:
         logger.warning("health: database unreachable", extra={"error": str(error)})
@@ -172,6 +172,7 @@ def health() -> Response[views.HealthResponse]:
         model_loaded=embedder.loaded,
         model_version=embedder.model_version,
         images=count,
+        models=models,
     )
     status = HTTPStatus.OK if database == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
     return Response(status.value, content_types.APPLICATION_JSON, body)

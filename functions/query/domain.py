@@ -18,9 +18,9 @@ from lookalike.images import (
 )
 from lookalike.model.embedder import get_embedder
 from lookalike.ports import FetchedObject, ObjectTooLarge, TransientError
-from lookalike.search import ProductNotFoundError, search_by_image, similar_products
+from lookalike.search import ProductNotFoundError, registry_status, search_by_image, similar_products
 from lookalike.settings import SettingsError, get_settings
-from lookalike.store import MAX_K, Neighbour, SearchParameters, StoredImage
+from lookalike.store import MAX_K, Neighbour, NoActiveModelError, SearchParameters, StoredImage
 from lookalike_aws.runtime import get_search, get_store
 from lookalike_aws.s3 import S3ObjectSource, presigned_upload
 
@@ -36,6 +36,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidCursorError",
     "Neighbour",
+    "NoActiveModelError",
     "NotAnImage",
     "ObjectTooLarge",
     "ProductNotFoundError",
@@ -53,6 +54,7 @@ __all__ = [
     "get_settings",
     "get_store",
     "presigned_upload",
+    "registry_status",
     "search_by_image",
     "similar_products",
 ]

@@ -21,6 +21,7 @@ from domain import (
     ImageRejected,
     ImageTooLarge,
     InvalidCursorError,
+    NoActiveModelError,
     NotAnImage,
     ProductNotFoundError,
     TooManyPixels,
@@ -98,6 +99,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     # A rejection added later without its own entry is still the client's image, not a 500.
     ImageRejected: Answer(HTTPStatus.BAD_REQUEST, ImageRejected.reason),
     psycopg.OperationalError: UNAVAILABLE,
+    # A new deployment before its first ingest has registered the model (docs/MODELS.md).
+    NoActiveModelError: UNAVAILABLE,
     TransientError: UNAVAILABLE,
 }
 

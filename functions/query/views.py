@@ -66,7 +66,7 @@ class StoredImageView(BaseModel):
     height: int
     size_bytes: int | None
     etag: str | None
-    model_version: str
+    model_versions: list[str] = Field(description="the models that hold a vector of this image")
     updated_at: str
 
 
@@ -77,12 +77,24 @@ class ProductResponse(BaseModel):
     images: list[StoredImageView]
 
 
+class ModelStatusView(BaseModel):
+    version: str
+    dimension: int
+    state: str = Field(description="building, active (exactly one) or standby")
+    coverage: float = Field(description="images_embedded / images_stored")
+    images_embedded: int
+    images_stored: int
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok, or degraded when the database is unreachable (503)")
     database: str = Field(description="ok or unreachable")
     model_loaded: bool
-    model_version: str
+    model_version: str = Field(description="the model this container loaded at start")
     images: int | None = Field(description="images in the index; null when the database is unreachable")
+    models: list[ModelStatusView] = Field(
+        description="every model not retired: its state and how much of the catalogue it covers"
+    )
 
 
 class DuplicateMemberView(BaseModel):
@@ -236,7 +248,7 @@ def product_response(product_id: str, images: list[StoredImage]) -> ProductRespo
     return ProductResponse(
         product_id=product_id,
         category=images[0].category,
-        model_versions=sorted({image.model_version for image in images}),
+        model_versions=sorted({version for image in images for version in image.model_versions}),
         images=[
             StoredImageView(
                 key=image.key,
@@ -245,7 +257,7 @@ def product_response(product_id: str, images: list[StoredImage]) -> ProductRespo
                 height=image.height,
                 size_bytes=image.size_bytes,
                 etag=image.etag,
-                model_version=image.model_version,
+                model_versions=list(image.model_versions),
                 updated_at=image.updated_at.isoformat(),
             )
             for image in images

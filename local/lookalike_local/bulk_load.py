@@ -3,8 +3,8 @@
 Loading rows first and building the index once over all of them is what a bulk import does, and
 much faster than indexing row by row (pgvector's documentation; the build times this project
 measured are in docs/BENCHMARKS.md, "Recall vs ef_search"). The index
-definition is read back from the migrated schema, so a benchmark always measures the index that
-production builds, never a copy of its parameters.
+definition is the registry's (`create_index_statement`), so a benchmark always measures the index
+that production builds, never a copy of its parameters.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
-from psycopg import sql
 
 from lookalike.store import migrate
-
-HNSW_INDEX = "images_embedding_hnsw"
+from lookalike.store.registry import create_index_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,8 @@ def reload_images(
     rows: Sequence[BulkRow],
     vectors: npt.NDArray[np.float32],
 ) -> LoadTimes:
-    """Replace the database's schema with `rows` (embedded images, one vector each)."""
+    """Replace the database's schema with `rows` (embedded images, one vector each of
+    `model_version`, registered as the active model)."""
     now = datetime.now(UTC)
     with psycopg.connect(url) as connection:
         with connection.transaction():
@@ -57,32 +57,72 @@ def reload_images(
             connection.execute("CREATE SCHEMA public")
         migrate(connection)
         register_vector(connection)
-        index_row = connection.execute("SELECT pg_get_indexdef(%s::regclass)", (HNSW_INDEX,)).fetchone()
-        assert index_row is not None, "the schema has no HNSW index"
-        connection.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(HNSW_INDEX)))
         started = time.perf_counter()
         statement = (
-            "COPY images (bucket, key, status, product_id, category, event_time, model_version,"
-            " width, height, embedding) FROM STDIN WITH (FORMAT BINARY)"
+            "COPY images (bucket, key, status, product_id, category, event_time, width, height) "
+            "FROM STDIN WITH (FORMAT BINARY)"
         )
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types(
-                ["text", "text", "text", "text", "text", "timestamptz", "text", "int4", "int4", "halfvec"]
-            )
-            for row, vector in zip(rows, vectors, strict=True):
+            copy.set_types(["text", "text", "text", "text", "text", "timestamptz", "int4", "int4"])
+            for row in rows:
                 copy.write_row(
-                    (bucket, row.key, "embedded", row.product_id, row.category, now, model_version,
-                     row.width, row.height, HalfVector(vector))
-                )  # fmt: skip
+                    (bucket, row.key, "embedded", row.product_id, row.category, now, row.width, row.height)
+                )
         connection.commit()
         copy_s = time.perf_counter() - started
-        # pgvector builds HNSW fastest while the graph fits in maintenance_work_mem; beyond it the
-        # build spills to disk (pgvector's documentation).
-        connection.execute("SET maintenance_work_mem = '1GB'")
-        started = time.perf_counter()
-        connection.execute(sql.SQL(str(index_row[0])))  # the definition, read from the catalog
-        connection.commit()
-        index_build_s = time.perf_counter() - started
+        keys = [row.key for row in rows]
+        added = add_model_vectors(
+            connection, bucket=bucket, version=model_version, keys=keys, vectors=vectors, state="active"
+        )
         connection.execute("ANALYZE images")
         connection.commit()
+    return LoadTimes(copy_s=copy_s + added.copy_s, index_build_s=added.index_build_s)
+
+
+def add_model_vectors(
+    connection: psycopg.Connection[Any],
+    *,
+    bucket: str,
+    version: str,
+    keys: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    state: str,
+) -> LoadTimes:
+    """Register a model (`state`) with one vector per key, by COPY, then build its partial HNSW
+    index with the registry's own definition (lookalike.store.registry)."""
+    dimension = int(vectors.shape[1])
+    register_vector(connection)
+    started = time.perf_counter()
+    row = connection.execute(
+        "INSERT INTO models (version, dimension, state, activated_at) "
+        "VALUES (%s, %s, %s, CASE WHEN %s = 'active' THEN now() END) RETURNING id",
+        (version, dimension, state, state),
+    ).fetchone()
+    assert row is not None
+    model_id = int(row[0])
+    connection.execute("CREATE TEMP TABLE loaded (key text, embedding halfvec) ON COMMIT DROP")
+    with (
+        connection.cursor() as cursor,
+        cursor.copy("COPY loaded (key, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(["text", "halfvec"])
+        for key, vector in zip(keys, vectors, strict=True):
+            copy.write_row((key, HalfVector(vector)))
+    connection.execute(
+        "INSERT INTO embeddings (model_id, image_id, embedding) "
+        "SELECT %s, images.id, loaded.embedding FROM loaded "
+        "JOIN images ON images.bucket = %s AND images.key = loaded.key",
+        (model_id, bucket),
+    )
+    connection.commit()
+    copy_s = time.perf_counter() - started
+    # pgvector builds HNSW fastest while the graph fits in maintenance_work_mem; beyond it the
+    # build spills to disk (pgvector's documentation).
+    connection.execute("SET maintenance_work_mem = '1GB'")
+    started = time.perf_counter()
+    connection.execute(create_index_statement(model_id, dimension, concurrently=False))
+    connection.commit()
+    index_build_s = time.perf_counter() - started
+    connection.execute("ANALYZE embeddings")
+    connection.commit()
     return LoadTimes(copy_s=copy_s, index_build_s=index_build_s)

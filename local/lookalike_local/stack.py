@@ -29,6 +29,7 @@ from PIL import Image
 
 from lookalike.images import ImageRejected, decode_image
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import ObjectRef
 from lookalike.settings import get_settings
 from lookalike.store import Store
@@ -191,6 +192,7 @@ class LocalStack:
         # What a deployment does once: create or upgrade the schema (idempotent).
         with LocalFunction.exclusive():
             self._store().migrate()
+            ensure_active_model(self._store(), get_settings())
 
     def _load(self, spec: FunctionSpec, module_name: str) -> LocalFunction:
         if not spec.handler_file.is_file():
@@ -248,7 +250,7 @@ class LocalStack:
             etags = {}
             for key in keys:
                 image = store.get_image(ObjectRef(self.topology.bucket, key))
-                if image is not None and image.etag and image.model_version == current:
+                if image is not None and image.etag and current in image.model_versions:
                     etags[key] = image.etag.strip('"')
         return etags
 

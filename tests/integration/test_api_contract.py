@@ -24,7 +24,9 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, StopReason, events
 
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import get_settings
 from lookalike.store import ImageRecord
 from lookalike_aws.runtime import get_store, reset_runtime
 from lookalike_local.http_api import LocalApiGateway, LocalHttpServer
@@ -70,7 +72,8 @@ class NoPageHelpers:
 
 def _index(photos: list[SamplePhoto]) -> None:
     """A small real index: searches find products, and their results are checked too."""
-    embedder = get_embedder()
+    model = ensure_active_model(get_store(), get_settings())  # the configured model, as a deployment does
+    embedder = get_embedder(model.version)
     images = [photo.open_rgb() for photo in photos]
     now = datetime.now(UTC)
     records = [
@@ -83,8 +86,7 @@ def _index(photos: list[SamplePhoto]) -> None:
             size_bytes=None,
             width=image.width,
             height=image.height,
-            model_version=embedder.model_version,
-            embedding=embedding,
+            embeddings={model.id: embedding},
         )
         for photo, image, embedding in zip(photos, images, embedder.embed(images).vectors, strict=True)
     ]

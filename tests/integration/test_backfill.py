@@ -15,11 +15,13 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from lookalike.backfill import BatchResult, BatchWork, Checkpoint, EmbedLocally, run_backfill
+from lookalike.backfill import BackfillModels, BatchResult, BatchWork, Checkpoint, EmbedLocally, run_backfill
 from lookalike.catalogue import KeyLayout
 from lookalike.ingest import IngestLimits, ingest_batch
 from lookalike.model.embedder import Embedder, get_embedder
+from lookalike.model_versions import ensure_active_model, maintained_embedders
 from lookalike.ports import EventOrder, ListedObject, ObjectRef
+from lookalike.settings import get_settings
 from lookalike.store import Store
 from lookalike_aws.enqueue import EnqueueForIngest
 from lookalike_aws.events import parse_invocation
@@ -70,8 +72,14 @@ def bucket(s3_bucket: str, s3: Any, objects: list[CatalogueObject], bodies: dict
 def store(clean_database: str) -> Iterator[Store]:
     store = Store(clean_database)
     store.migrate()
+    ensure_active_model(store, get_settings())
     yield store
     store.close()
+
+
+@pytest.fixture
+def models(store: Store) -> BackfillModels:
+    return BackfillModels(maintained_embedders(store))
 
 
 @pytest.fixture(scope="module")
@@ -92,33 +100,41 @@ class Counting:
         return self.work(bucket, objects)
 
 
-def embed_locally(s3: Any, store: Store, embedder: Embedder) -> Counting:
+def embed_locally(s3: Any, store: Store, models: BackfillModels) -> Counting:
     return Counting(
-        EmbedLocally(source=S3ObjectSource(s3), store=store, embedder=embedder, limits=LIMITS, layout=LAYOUT)
+        EmbedLocally(source=S3ObjectSource(s3), store=store, models=models, limits=LIMITS, layout=LAYOUT)
     )
 
 
-def timestamps(url: str) -> dict[str, tuple[datetime, datetime, str]]:
+def timestamps(url: str) -> dict[str, tuple[datetime, datetime, list[int]]]:
     with psycopg.connect(url) as connection:
         rows = connection.execute(
-            "SELECT key, created_at, updated_at, model_version FROM images WHERE status = 'embedded'"
+            "SELECT key, created_at, updated_at, "
+            "ARRAY(SELECT model_id FROM embeddings WHERE image_id = images.id ORDER BY model_id) "
+            "FROM images WHERE status = 'embedded'"
         ).fetchall()
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def test_backfill_embeds_missing_objects_and_records_rejections(
-    bucket: str, s3: Any, store: Store, embedder: Embedder, objects: list[CatalogueObject], tmp_path: Path
+    bucket: str,
+    s3: Any,
+    store: Store,
+    models: BackfillModels,
+    embedder: Embedder,
+    objects: list[CatalogueObject],
+    tmp_path: Path,
 ) -> None:
-    work = embed_locally(s3, store, embedder)
+    work = embed_locally(s3, store, models)
     summary = run_backfill(
         bucket=bucket,
         prefix="products/",
         lister=S3ObjectLister(s3),
         work=work,
-        model_version=embedder.model_version,
+        models=models,
         store=store,
         batch_size=4,
-        checkpoint=Checkpoint(tmp_path, bucket, "products/", embedder.model_version),
+        checkpoint=Checkpoint(tmp_path, bucket, "products/", models.label),
     )
     good = len(objects) - 1
     assert (summary.listed, summary.done, summary.skipped, summary.failed) == (len(objects), good, 0, [])
@@ -127,13 +143,13 @@ def test_backfill_embeds_missing_objects_and_records_rejections(
     assert store.count_images() == good
     cat = store.get_image(ObjectRef(bucket, "products/animals/tabby-cat/front.jpg"))
     assert cat is not None
-    assert (cat.product_id, cat.category, cat.model_version) == (
+    assert (cat.product_id, cat.category, cat.model_versions) == (
         "tabby-cat",
         "animals",
-        embedder.model_version,
+        (embedder.model_version,),
     )
     assert store.rejections(limit=5)[0].reason == "truncated"
-    assert not Checkpoint(tmp_path, bucket, "products/", embedder.model_version).path.exists()  # finished
+    assert not Checkpoint(tmp_path, bucket, "products/", models.label).path.exists()  # finished
 
     # A second run finds everything up to date (the rejected file too) and embeds nothing.
     again = run_backfill(
@@ -141,7 +157,7 @@ def test_backfill_embeds_missing_objects_and_records_rejections(
         prefix="products/",
         lister=S3ObjectLister(s3),
         work=work,
-        model_version=embedder.model_version,
+        models=models,
         store=store,
     )
     assert (again.done, again.skipped, sum(again.rejected.values())) == (0, len(objects), 0)
@@ -152,20 +168,21 @@ def test_an_interrupted_backfill_resumes_without_redoing_finished_work(
     bucket: str,
     s3: Any,
     store: Store,
+    models: BackfillModels,
     embedder: Embedder,
     objects: list[CatalogueObject],
     tmp_path: Path,
     clean_database: str,
 ) -> None:
-    checkpoint = Checkpoint(tmp_path, bucket, "", embedder.model_version)
-    work = embed_locally(s3, store, embedder)
+    checkpoint = Checkpoint(tmp_path, bucket, "", models.label)
+    work = embed_locally(s3, store, models)
     lister = S3ObjectLister(s3, page_size=4)  # several LIST pages: the checkpoint advances per page
     first = run_backfill(
         bucket=bucket,
         prefix="",
         lister=lister,
         work=work,
-        model_version=embedder.model_version,
+        models=models,
         store=store,
         batch_size=3,
         checkpoint=checkpoint,
@@ -185,7 +202,7 @@ def test_an_interrupted_backfill_resumes_without_redoing_finished_work(
         prefix="",
         lister=lister,
         work=work,
-        model_version=embedder.model_version,
+        models=models,
         store=store,
         batch_size=3,
         checkpoint=checkpoint,
@@ -202,27 +219,30 @@ def test_an_interrupted_backfill_resumes_without_redoing_finished_work(
     assert checkpoint.load() is None
 
 
-def test_rows_of_another_model_version_are_re_embedded_in_place(
+def test_rows_lacking_a_models_vector_are_re_embedded_in_place(
     bucket: str,
     s3: Any,
     store: Store,
+    models: BackfillModels,
     embedder: Embedder,
     objects: list[CatalogueObject],
     clean_database: str,
 ) -> None:
-    work = embed_locally(s3, store, embedder)
+    work = embed_locally(s3, store, models)
     arguments: dict[str, Any] = {
         "bucket": bucket,
         "prefix": "products/",
         "lister": S3ObjectLister(s3),
-        "model_version": embedder.model_version,
+        "models": models,
         "store": store,
     }
     run_backfill(work=work, **arguments)
     old = ["products/animals/tabby-cat/front.jpg", "products/gifts/gift-box/mirror.png"]
     with psycopg.connect(clean_database) as connection:
         connection.execute(
-            "UPDATE images SET model_version = 'older-model/fp32/squash' WHERE key = ANY(%s)", (old,)
+            "DELETE FROM embeddings USING images "
+            "WHERE embeddings.image_id = images.id AND images.key = ANY(%s)",
+            (old,),
         )
         orders = dict(
             connection.execute("SELECT key, event_time FROM images WHERE key = ANY(%s)", (old,)).fetchall()
@@ -234,12 +254,12 @@ def test_rows_of_another_model_version_are_re_embedded_in_place(
     for key in old:
         image = store.get_image(ObjectRef(bucket, key))
         assert image is not None
-        assert image.model_version == embedder.model_version
+        assert image.model_versions == (embedder.model_version,)
         assert image.event_time == orders[key]  # same object version: its ordering state is kept
 
 
 def test_the_guard_still_holds_for_backfilled_rows(
-    bucket: str, s3: Any, store: Store, embedder: Embedder
+    bucket: str, s3: Any, store: Store, models: BackfillModels
 ) -> None:
     """A delete notified after the object's LastModified wins over the backfill, and a newer
     upload's notification wins over a backfilled row."""
@@ -249,8 +269,8 @@ def test_the_guard_still_holds_for_backfilled_rows(
         bucket=bucket,
         prefix="products/animals/",
         lister=S3ObjectLister(s3),
-        work=embed_locally(s3, store, embedder),
-        model_version=embedder.model_version,
+        work=embed_locally(s3, store, models),
+        models=models,
         store=store,
     )
     assert summary.stale == 1
@@ -262,6 +282,7 @@ def test_enqueue_sends_s3_shaped_messages_the_ingest_function_accepts(
     bucket: str,
     s3: Any,
     store: Store,
+    models: BackfillModels,
     embedder: Embedder,
     bodies: dict[str, bytes],
     moto_server: str,
@@ -277,7 +298,7 @@ def test_enqueue_sends_s3_shaped_messages_the_ingest_function_accepts(
         prefix="products/gifts/",
         lister=S3ObjectLister(s3),
         work=EnqueueForIngest(queue_url, sqs),
-        model_version=embedder.model_version,
+        models=models,
         store=None,
     )
     assert (summary.verb, summary.done, summary.failed) == ("enqueued", 3, [])
@@ -328,7 +349,7 @@ def test_enqueue_sends_s3_shaped_messages_the_ingest_function_accepts(
         parsed.events,
         source=S3ObjectSource(s3),
         store=lambda: store,
-        embedder=embedder,
+        embedders=maintained_embedders,
         limits=LIMITS,
         layout=LAYOUT,
     )
@@ -337,29 +358,29 @@ def test_enqueue_sends_s3_shaped_messages_the_ingest_function_accepts(
     assert image is not None
     assert image.product_id == "gift-box"
 
-    # The fan-out re-embeds after a model change too: the same messages, redelivered to an
-    # ingest function whose model differs from the rows', are applied (same ETag), not stale.
+    # The fan-out fills missing vectors too: the same messages, redelivered for rows that lack
+    # the model's vector (a model added since), are applied (same ETag), not stale.
     with psycopg.connect(clean_database) as connection:
-        connection.execute("UPDATE images SET model_version = 'older-model/fp32/squash'")
+        connection.execute("DELETE FROM embeddings")
     again = ingest_batch(
         parsed.events,
         source=S3ObjectSource(s3),
         store=lambda: store,
-        embedder=embedder,
+        embedders=maintained_embedders,
         limits=LIMITS,
         layout=LAYOUT,
     )
     assert {outcome.kind for outcome in again.outcomes} == {"embedded"}
     reembedded = store.get_image(ObjectRef(bucket, odd_key))
     assert reembedded is not None
-    assert reembedded.model_version == embedder.model_version
+    assert reembedded.model_versions == (embedder.model_version,)
     assert reembedded.event_time == image.event_time
     # ... and once embedded by this model, a redelivery changes nothing.
     third = ingest_batch(
         parsed.events,
         source=S3ObjectSource(s3),
         store=lambda: store,
-        embedder=embedder,
+        embedders=maintained_embedders,
         limits=LIMITS,
         layout=LAYOUT,
     )

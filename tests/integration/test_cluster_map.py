@@ -15,7 +15,9 @@ from PIL import Image
 
 from lookalike.images import decode_image
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import get_settings
 from lookalike.store import ImageRecord, Store
 from lookalike_local.catalogue import catalogue
 
@@ -41,6 +43,7 @@ def cluster_map() -> ModuleType:
 def store(clean_database: str) -> Iterator[Store]:
     store = Store(clean_database)
     store.migrate()
+    model = ensure_active_model(store, get_settings())  # the configured model, as a deployment does
     objects = [item for item in catalogue() if item.product_id in PRODUCTS]
     images = [decode_image(item.body(), max_bytes=10**8, max_pixels=10**9).image for item in objects]
     embeddings = get_embedder().embed(images).vectors
@@ -55,8 +58,7 @@ def store(clean_database: str) -> Iterator[Store]:
                 size_bytes=1,
                 width=image.width,
                 height=image.height,
-                model_version="test",
-                embedding=embeddings[index],
+                embeddings={model.id: embeddings[index]},
             )
             for index, (item, image) in enumerate(zip(objects, images, strict=True))
         ]

@@ -20,7 +20,9 @@ from lookalike.duplicates import (
     encode_cursor,
 )
 from lookalike.model.embedder import FloatArray, get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import get_settings
 from lookalike.store import ImageRecord, Store, VectorSearch
 from lookalike_local.samples import SamplePhoto
 
@@ -60,6 +62,7 @@ def catalogue(photos: list[SamplePhoto]) -> list[tuple[str, str, str, FloatArray
 def store(clean_database: str, catalogue: list[tuple[str, str, str, FloatArray]]) -> Iterator[Store]:
     store = Store(clean_database)
     store.migrate()
+    model = ensure_active_model(store, get_settings())  # the configured model, as a deployment does
     at = datetime(2026, 1, 1, tzinfo=UTC)
     store.upsert_images(
         [
@@ -72,8 +75,7 @@ def store(clean_database: str, catalogue: list[tuple[str, str, str, FloatArray]]
                 size_bytes=1,
                 width=10,
                 height=10,
-                model_version="test",
-                embedding=embedding,
+                embeddings={model.id: embedding},
             )
             for key, product, category, embedding in catalogue
         ]
@@ -142,19 +144,23 @@ def test_category_filter_and_threshold(store: Store, photos: list[SamplePhoto]) 
 
 def test_uses_the_hnsw_index(store: Store, clean_database: str) -> None:
     """The k-NN inside the LATERAL join is an index scan, not a sort of every distance."""
+    from lookalike.store.database import active_model
     from lookalike.store.search import close_neighbours_statement
 
+    model = store.run(active_model)
+    assert model is not None
     with psycopg.connect(clean_database) as connection:
         # A 30-row table: without these the planner rightly sorts; at scale it picks the index itself.
         connection.execute("SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off")
         plan = "\n".join(
             row[0]
             for row in connection.execute(
-                "EXPLAIN " + close_neighbours_statement(exact=False, category=False).as_string(connection),
+                "EXPLAIN "
+                + close_neighbours_statement(model, exact=False, category=False).as_string(connection),
                 {"buckets": [BUCKET], "keys": ["x"], "k": 5, "max_distance": 0.1, "category": None},
             )
         )
-    assert "images_embedding_hnsw" in plan, plan
+    assert f"embeddings_hnsw_{model.id}" in plan, plan
 
 
 def test_cursor_round_trip_and_rejection() -> None:

@@ -19,6 +19,7 @@ import requests
 from PIL import Image
 
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import EventOrder, ObjectRef
 from lookalike.settings import get_settings
 from lookalike.store import ImageRecord, Store
@@ -123,6 +124,7 @@ def catalogue(
     reset_runtime()
     store = Store(clean_database)
     store.migrate()
+    model = ensure_active_model(store, get_settings())  # the configured model, as a deployment does
     embedder = get_embedder()
     originals = [photo.open_rgb() for photo in photos]
     rotated = [image.transpose(Image.Transpose.ROTATE_90) for image in originals]
@@ -142,8 +144,7 @@ def catalogue(
                 size_bytes=100_000,
                 width=image.width,
                 height=image.height,
-                model_version=embedder.model_version,
-                embedding=embeddings[index],
+                embeddings={model.id: embeddings[index]},
             )
         )
     # A second image of the cat, to show that a product appears once (by its best image).
@@ -158,8 +159,7 @@ def catalogue(
             size_bytes=50_000,
             width=second.width,
             height=second.height,
-            model_version=embedder.model_version,
-            embedding=embedder.embed([second]).vectors[0],
+            embeddings={model.id: embedder.embed([second]).vectors[0]},
         )
     )
     assert store.upsert_images(records) == ["applied"] * len(records)
@@ -329,7 +329,8 @@ ENCODED_PRODUCTS = {
 
 
 def add_products(store: Store, product_ids: list[str], like: Image.Image) -> None:
-    embedding = get_embedder().embed([like]).vectors[0]
+    model = ensure_active_model(store, get_settings())
+    embedding = get_embedder(model.version).embed([like]).vectors[0]
     now = datetime.now(UTC)
     records = [
         ImageRecord(
@@ -341,8 +342,7 @@ def add_products(store: Store, product_ids: list[str], like: Image.Image) -> Non
             size_bytes=1000,
             width=like.width,
             height=like.height,
-            model_version=get_embedder().model_version,
-            embedding=embedding,
+            embeddings={model.id: embedding},
         )
         for index, product_id in enumerate(product_ids)
     ]
@@ -421,6 +421,16 @@ def test_health_reports_database_model_and_count(query_handler: Handler, catalog
         "model_loaded": True,
         "model_version": get_embedder().model_version,
         "images": 21,
+        "models": [
+            {
+                "version": get_embedder().model_version,
+                "dimension": 1280,
+                "state": "active",
+                "coverage": 1.0,
+                "images_embedded": 21,
+                "images_stored": 21,
+            }
+        ],
     }
 
 

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.model.embedder import get_embedder
+from lookalike.model_versions import ensure_active_model
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.settings import get_settings
 from lookalike.store import ImageRecord, Store
 from lookalike_aws.runtime import reset_runtime
 from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
@@ -57,6 +59,7 @@ def store(clean_database: str, monkeypatch: pytest.MonkeyPatch, photos: list[Sam
     reset_runtime()
     store = Store(clean_database)
     store.migrate()
+    model = ensure_active_model(store, get_settings())  # the configured model, as a deployment does
     images: list[tuple[str, str, Image.Image]] = []
     for index, photo in enumerate(photos):
         category = "originals" if index < len(photos) // 2 else "others"
@@ -83,8 +86,7 @@ def store(clean_database: str, monkeypatch: pytest.MonkeyPatch, photos: list[Sam
                 size_bytes=1,
                 width=image.width,
                 height=image.height,
-                model_version=get_embedder().model_version,
-                embedding=embeddings[index],
+                embeddings={model.id: embeddings[index]},
             )
             for index, (key, category, image) in enumerate(images)
         ]

@@ -27,6 +27,9 @@ from lookalike.settings import SettingsError, get_settings
 from lookalike.store import (
     EMBEDDING_DIM,
     ImageRecord,
+    ModelRef,
+    ModelRegistry,
+    ModelSpec,
     Rejection,
     SearchParameters,
     Store,
@@ -34,11 +37,14 @@ from lookalike.store import (
 )
 from lookalike.store.search import search_statement
 from lookalike_aws.runtime import get_search, get_store, reset_runtime
+from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import EmbeddedPostgres
 
 FloatArray = npt.NDArray[np.float32]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 BUCKET = "photos"
+MODEL_VERSION = "efficientnet-lite0/fp32/squash"
+MODEL_ID = 1  # the first model registered in a fresh schema (the `store` fixture checks it)
 
 
 def unit_vectors(count: int, seed: int) -> FloatArray:
@@ -72,15 +78,18 @@ def record(
         size_bytes=12_345,
         width=640,
         height=480,
-        model_version="efficientnet-lite0/fp32/squash",
-        embedding=unit_vectors(1, seed)[0] if embedding is None else embedding,
+        embeddings={MODEL_ID: unit_vectors(1, seed)[0] if embedding is None else embedding},
     )
 
 
 @pytest.fixture
 def store(clean_database: str) -> Iterator[Store]:
+    """A migrated store with one active 1280-d model (MODEL_ID)."""
     store = Store(clean_database)
     store.migrate()
+    registry = ModelRegistry(store)
+    assert registry.add(ModelSpec(MODEL_VERSION, EMBEDDING_DIM, None, None)).id == MODEL_ID
+    registry.activate(MODEL_VERSION, force=True)
     yield store
     store.close()
 
@@ -109,20 +118,22 @@ def test_migration_is_idempotent_and_safe_from_two_connections_at_once(clean_dat
     assert errors == []
 
     with psycopg.connect(clean_database) as connection:
-        assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert versions == [(1,), (2,)]
         storage = connection.execute(
             "SELECT attstorage FROM pg_attribute "
-            "WHERE attrelid = 'images'::regclass AND attname = 'embedding'"
+            "WHERE attrelid = 'embeddings'::regclass AND attname = 'embedding'"
         ).fetchone()
         assert storage == ("p",)  # PLAIN: no TOAST (docs/BENCHMARKS.md, "Storage")
-        options = connection.execute("SELECT reloptions FROM pg_class WHERE relname = 'images'").fetchone()
+        options = connection.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'embeddings'"
+        ).fetchone()
         assert options == (["parallel_workers=2"],)
         indexes = {row[0]: row[1] for row in connection.execute("SELECT indexname, indexdef FROM pg_indexes")}
-        assert (
-            "hnsw (embedding halfvec_cosine_ops) WITH (m='16', ef_construction='64')"
-            in (indexes["images_embedding_hnsw"])
-        )
-        assert {"images_product", "images_category", "images_model_version"} <= set(indexes)
+        assert {"images_product", "images_category", "embeddings_image", "models_one_active"} <= set(indexes)
+        assert not {"images_embedding_hnsw", "images_model_version"} & set(indexes)  # moved to step 2
+        # A new deployment has no model yet: its first process registers the configured one.
+        assert connection.execute("SELECT count(*) FROM models").fetchone() == (0,)
     for store in stores:
         assert store.count_images() == 0
         store.close()
@@ -145,7 +156,7 @@ def test_upsert_then_get_round_trip(store: Store) -> None:
         "etag-1",
     )
     assert (stored.size_bytes, stored.width, stored.height) == (12_345, 640, 480)
-    assert stored.model_version == "efficientnet-lite0/fp32/squash"
+    assert stored.model_versions == (MODEL_VERSION,)
     assert stored.event_time == T0
     assert stored.created_at == stored.updated_at
     assert store.get_product("p1") == [stored]
@@ -244,8 +255,7 @@ def test_a_non_hex_sequencer_falls_back_to_event_time(store: Store) -> None:
     assert stored.etag == "4"
 
 
-def test_concurrent_upserts_of_one_key_keep_the_largest_sequencer(clean_database: str) -> None:
-    Store(clean_database).migrate()
+def test_concurrent_upserts_of_one_key_keep_the_largest_sequencer(store: Store, clean_database: str) -> None:
     sequencers = [f"{value:016X}" for value in random.Random(5).sample(range(1, 10**12), 24)]
     random.Random(6).shuffle(sequencers)
     stores = [Store(clean_database) for _ in range(6)]
@@ -280,7 +290,9 @@ def test_delete_hides_the_image_from_get_and_search(store: Store) -> None:
     assert store.get_image(image.ref) is None
     assert store.get_product("p1") == []
     assert store.count_images() == 1
-    assert [n.key for n in VectorSearch(store).nearest(image.embedding, SearchParameters(k=5))] == ["b.jpg"]
+    assert [
+        n.key for n in VectorSearch(store).nearest(image.embeddings[MODEL_ID], SearchParameters(k=5))
+    ] == ["b.jpg"]
     assert VectorSearch(store).similar_to_product("p1", SearchParameters(k=5)) is None
     # Redelivered delete: nothing to do.
     assert store.delete_image(image.ref, EventOrder("0B", T0)) == "stale"
@@ -465,33 +477,20 @@ def large_catalogue(postgres_url: str) -> Iterator[tuple[str, FloatArray, npt.ND
         connection.execute("DROP DATABASE IF EXISTS lookalike_test_store_hnsw WITH (FORCE)")
         connection.execute("CREATE DATABASE lookalike_test_store_hnsw")
     url = make_conninfo(postgres_url, dbname="lookalike_test_store_hnsw")
-    store = Store(url)
-    store.migrate()
-    store.close()
     vectors = unit_vectors(4000, seed=9)
     is_half = np.random.default_rng(10).random(4000) < 0.5
     for index in range(60):
         vectors[index] = near(vectors[0], 0.01, seed=index)
-    with psycopg.connect(url) as connection:
-        register_vector(connection)
-        connection.execute("DROP INDEX images_embedding_hnsw")
-        columns = (
-            "bucket, key, status, product_id, category, event_time, model_version, width, height, embedding"
+    rows = [
+        BulkRow(
+            "dup" if index < 60 else f"p{index}", "half" if is_half[index] else "other", f"k{index}", 1, 1
         )
-        with connection.cursor() as cursor, cursor.copy(f"COPY images ({columns}) FROM STDIN") as copy:
-            for index, vector in enumerate(vectors):
-                product = "dup" if index < 60 else f"p{index}"
-                category = "half" if is_half[index] else "other"
-                copy.write_row(
-                    (BUCKET, f"k{index}", "embedded", product, category, T0, "m", 1, 1, HalfVector(vector))
-                )
-        connection.execute(
-            "CREATE INDEX images_embedding_hnsw ON images "
-            "USING hnsw (embedding halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
-        connection.commit()
-        connection.autocommit = True
+        for index in range(4000)
+    ]
+    reload_images(url, bucket=BUCKET, model_version=MODEL_VERSION, rows=rows, vectors=vectors)
+    with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("VACUUM ANALYZE images")
+        connection.execute("VACUUM ANALYZE embeddings")
     yield url, vectors, is_half
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("DROP DATABASE IF EXISTS lookalike_test_store_hnsw WITH (FORCE)")
@@ -501,7 +500,9 @@ def _scans(url: str, *, category: bool, exclude: bool, query: FloatArray) -> str
     """The planner's scan for the store's statement (so the tests below exercise HNSW)."""
     with psycopg.connect(url) as connection:
         register_vector(connection)
-        statement = search_statement(exact=False, category=category, exclude=exclude)
+        statement = search_statement(
+            ModelRef(MODEL_ID, MODEL_VERSION, EMBEDDING_DIM), exact=False, category=category, exclude=exclude
+        )
         parameters: dict[str, Any] = {
             "query": HalfVector(query),
             "category": "half",
@@ -517,7 +518,7 @@ def test_iterative_scan_fills_k_when_the_nearest_rows_are_filtered_out(
 ) -> None:
     url, vectors, _ = large_catalogue
     query = near(vectors[0], 0.01, seed=99)
-    assert "images_embedding_hnsw" in _scans(url, category=False, exclude=True, query=query)
+    assert "embeddings_hnsw_1" in _scans(url, category=False, exclude=True, query=query)
     # ef_search 10: a plain HNSW scan would stop at dup's 60 images, all excluded.
     store = Store(url)
     try:
@@ -539,7 +540,7 @@ def test_category_filter_iterative_path_returns_k_of_the_category(
     url, vectors, is_half = large_catalogue
     # Queries next to rows of the *other* category: the graph's nearest rows are filtered out.
     others = np.flatnonzero(~is_half)[60:70]
-    assert "images_embedding_hnsw" in _scans(url, category=True, exclude=False, query=vectors[others[0]])
+    assert "embeddings_hnsw_1" in _scans(url, category=True, exclude=False, query=vectors[others[0]])
     iterative = VectorSearch(Store(url), exact_category_threshold=0)  # always the HNSW path
     exact = VectorSearch(Store(url))  # 2000 rows: the exact path
     candidates = np.flatnonzero(is_half)
@@ -610,6 +611,8 @@ def test_get_store_is_process_wide_and_needs_database_url(
         assert get_store() is store
         assert get_search().ef_search == 64
         store.migrate()
+        ModelRegistry(store).add(ModelSpec(MODEL_VERSION, EMBEDDING_DIM, None, None))
+        ModelRegistry(store).activate(MODEL_VERSION, force=True)
         store.upsert_images([record("a.jpg")])
         assert (
             VectorSearch(store).nearest(unit_vectors(1, 0)[0], SearchParameters(k=1))[0].key == "a.jpg"
@@ -624,10 +627,11 @@ def _fields(image: ImageRecord) -> dict[str, Any]:
     return {name: getattr(image, name) for name in ImageRecord.__dataclass_fields__}
 
 
-def test_a_write_behind_a_held_row_lock_fails_fast_instead_of_waiting(clean_database: str) -> None:
+def test_a_write_behind_a_held_row_lock_fails_fast_instead_of_waiting(
+    store: Store, clean_database: str
+) -> None:
     """A batch stuck behind another transaction's row lock must fail (and be retried) after the
     lock timeout, not hold the function until its own timeout."""
-    Store(clean_database).migrate()
     setup = Store(clean_database)
     setup.upsert_images([record("locked.jpg", sequencer="01")])
     setup.close()

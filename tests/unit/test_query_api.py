@@ -88,7 +88,7 @@ def test_health_is_typed_as_its_json_object(document: dict[str, Any]) -> None:
     health = {"$ref": "#/components/schemas/HealthResponse"}
     assert _schema(document, "/health", "get", 200) == _schema(document, "/health", "get", 503) == health
     properties = document["components"]["schemas"]["HealthResponse"]["properties"]
-    assert set(properties) == {"status", "database", "model_loaded", "model_version", "images"}
+    assert set(properties) == {"status", "database", "model_loaded", "model_version", "images", "models"}
 
 
 def _rejection_kinds() -> set[type[images.ImageRejected]]:

@@ -1,9 +1,11 @@
 """Backfill and re-embedding: bring the store up to date with what a bucket (or a prefix) holds.
 
-Every object under the prefix that the store does not hold, or holds with an embedding from
-another `model_version`, or with another ETag, is processed; the rest is skipped. The store is
-the checkpoint: a re-run after an interruption skips what the first run finished (same ETag,
-same model version), so no object is embedded twice. A small checkpoint file additionally
+Every object under the prefix that the store does not hold, or holds with another ETag, is
+embedded with every maintained model (active, building, standby); an object the store holds with
+the same ETag is embedded only with the models it lacks a vector of (`--model VERSION`: only that
+one, which is how a building model is filled); the rest is skipped. The store is the checkpoint:
+a re-run after an interruption skips what the first run finished (same ETag, a vector of each
+wanted model), so no object is embedded twice. A small checkpoint file additionally
 records the last listing page whose objects were all settled, so that a resumed run does not
 even list those pages again (LIST costs requests; the store check costs a query per page).
 
@@ -17,7 +19,7 @@ What happens to the objects to process is a `BatchWork`:
 There is no S3 sequencer outside a notification: an object's event time is its LastModified.
 The store's guard orders it like any sequencer-less event (a delete or overwrite notified after
 the listing wins); an object version the store already holds (same ETag) is re-embedded in place
-when another model embedded it, keeping its ordering state (see store/write_sql.py, "Re-embedding").
+with the vectors it lacks, keeping its ordering state (see store/write_sql.py, "Re-embedding").
 
 No boto3 here: listing and reading are behind the ports `ObjectLister` and `ObjectSource`.
 """
@@ -28,7 +30,7 @@ import hashlib
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +54,39 @@ class BatchResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # key, detail (retry by re-running)
 
 
+@dataclass(frozen=True, slots=True)
+class BackfillModels:
+    """Which vectors a run writes. `embedders`: model id -> embedder of every maintained model
+    this process can load; `target`: fill only this model's gaps (None: every model's). An
+    object the store does not hold yet gets every model's vector either way: an upload must
+    never lack the active model's."""
+
+    embedders: Mapping[int, Embedder]
+    target: int | None = None
+
+    @property
+    def label(self) -> str:
+        """What the checkpoint and the summary name (model versions, sorted)."""
+        chosen = self.embedders if self.target is None else {self.target: self.embedders[self.target]}
+        return ",".join(sorted(embedder.model_version for embedder in chosen.values()))
+
+    def needed(self, listed: ListedObject, stored: StoredVersion | None) -> frozenset[int]:
+        """The models to embed this object with; empty when the store already reflects it."""
+        every = frozenset(self.embedders)
+        if stored is None:
+            return every
+        if stored.status == "embedded":
+            if stored.etag != listed.etag:
+                return every
+            wanted = every if self.target is None else frozenset({self.target})
+            return wanted - stored.model_ids
+        if stored.status == "rejected":
+            # Rejected at (or after) this version's time: the same bytes would be rejected again
+            # (decoding does not depend on the model). A newer upload is retried.
+            return every if stored.event_time < listed.last_modified else frozenset()
+        return every  # a tombstone older than the object: its create notification was lost
+
+
 class BatchWork(Protocol):
     verb: str  # "embedded" / "enqueued": how the summary names `done`
 
@@ -62,11 +97,11 @@ class BatchWork(Protocol):
 class BackfillSummary:
     bucket: str
     prefix: str
-    model_version: str
+    models: str  # BackfillModels.label
     verb: str = "embedded"
     listed: int = 0
     done: int = 0
-    skipped: int = 0  # already up to date (same ETag, same model version) or rejected before
+    skipped: int = 0  # already up to date (same ETag, every wanted model) or rejected before
     stale: int = 0
     gone: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # by reason
@@ -86,7 +121,7 @@ class BackfillSummary:
         return {
             "bucket": self.bucket,
             "prefix": self.prefix,
-            "model_version": self.model_version,
+            "models": self.models,
             "listed": self.listed,
             self.verb: self.done,
             "skipped": self.skipped,
@@ -107,17 +142,9 @@ class BackfillSummary:
 # --- what needs work ---------------------------------------------------------------------------
 
 
-def needs_work(listed: ListedObject, stored: StoredVersion | None, model_version: str) -> bool:
-    """False when the store already reflects this object version with the current model."""
-    if stored is None:
-        return True
-    if stored.status == "embedded":
-        return stored.etag != listed.etag or stored.model_version != model_version
-    if stored.status == "rejected":
-        # Rejected at (or after) this version's time: the same bytes would be rejected again
-        # (decoding does not depend on the model). A newer upload is retried.
-        return stored.event_time < listed.last_modified
-    return True  # a tombstone older than the object: its create notification was lost
+def needs_work(listed: ListedObject, stored: StoredVersion | None, models: BackfillModels) -> bool:
+    """False when the store already reflects this object version with every wanted model."""
+    return bool(models.needed(listed, stored))
 
 
 def backfill_event(bucket: str, listed: ListedObject) -> ObjectEvent:
@@ -145,23 +172,28 @@ class EmbedLocally:
         *,
         source: ObjectSource,
         store: Store,
-        embedder: Embedder,
+        models: BackfillModels,
         limits: IngestLimits,
         layout: KeyLayout,
     ) -> None:
         self.source = source
         self.store = store
-        self.embedder = embedder
+        self.models = models
         self.limits = limits
         self.layout = layout
 
     def __call__(self, bucket: str, objects: Sequence[ListedObject]) -> BatchResult:
+        # Which vectors each object lacks, as of now (one query per batch; the listing's skip
+        # check may be a page old).
+        stored = self.store.stored_versions(bucket, [listed.key for listed in objects])
+        needed = {listed.key: self.models.needed(listed, stored.get(listed.key)) for listed in objects}
         embedded = embed_objects(
             [backfill_event(bucket, listed) for listed in objects],
             source=self.source,
-            embedder=self.embedder,
+            embedders=lambda: self.models.embedders,
             limits=self.limits,
             layout=self.layout,
+            models_for=lambda event: needed[event.key],
         )
         result = BatchResult()
         for outcome in embedded.outcomes:
@@ -190,7 +222,8 @@ class EmbedLocally:
 class Checkpoint:
     """The last listed key before which every object is settled, in a small JSON file.
 
-    Keyed by bucket, prefix and model version: a run for another model starts from the top.
+    Keyed by bucket, prefix and models (`BackfillModels.label`): a run for other models starts
+    from the top.
     Written atomically (temp file + rename): an interruption leaves the old or the new one.
     """
 
@@ -236,7 +269,7 @@ def run_backfill(
     prefix: str,
     lister: ObjectLister,
     work: BatchWork,
-    model_version: str,
+    models: BackfillModels,
     store: Store | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     checkpoint: Checkpoint | None = None,
@@ -254,7 +287,7 @@ def run_backfill(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     started = time.perf_counter()
-    summary = BackfillSummary(bucket=bucket, prefix=prefix, model_version=model_version, verb=work.verb)
+    summary = BackfillSummary(bucket=bucket, prefix=prefix, models=models.label, verb=work.verb)
     start_after = checkpoint.load() if checkpoint is not None else None
     summary.resumed_after = start_after
     todo: list[ListedObject] = []
@@ -307,7 +340,7 @@ def run_backfill(
         stored = store.stored_versions(bucket, [listed.key for listed in page]) if store is not None else {}
         skipped = 0
         for listed in page:
-            if needs_work(listed, stored.get(listed.key), model_version):
+            if store is None or needs_work(listed, stored.get(listed.key), models):
                 todo.append(listed)
                 queued += 1
             else:

@@ -9,9 +9,11 @@ For a batch the use case
    without reading anything),
 2. reads the created objects (concurrently: S3 latency, not CPU, dominates),
 3. decodes them with the hardened decoder (a bad file becomes a permanent rejection),
-4. embeds every decodable image of the batch in ONE ONNX call (batching is ~2x cheaper per
-   image than one call each),
-5. writes: one upsert for all embeddings, one tombstone per removal, one row per rejection.
+4. embeds every decodable image of the batch in ONE ONNX call per model (batching is ~2x cheaper
+   per image than one call each) with every model the registry maintains (active, building,
+   standby: `lookalike.model_versions.maintained_embedders`), decoding each image once,
+5. writes: one upsert for all images and their vectors, one tombstone per removal, one row per
+   rejection.
 
 Failures are sorted by what a retry can change. A rejection is permanent and acknowledged (a
 poison image must not loop). A vanished object is not an error: its delete event tombstones it.
@@ -24,7 +26,7 @@ No boto3 and no Powertools here: reading objects is behind the `ObjectSource` pr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -172,7 +174,7 @@ def ingest_batch(
     *,
     source: ObjectSource,
     store: Callable[[], Store],
-    embedder: Embedder,
+    embedders: Callable[[Store], Mapping[int, Embedder]],
     limits: IngestLimits,
     layout: KeyLayout,
 ) -> IngestBatch:
@@ -180,13 +182,17 @@ def ingest_batch(
 
     `store` is called only when there is something to write, so a database that is down at
     cold start fails the events that need it, not the batch (gone objects are still settled).
+    `embedders` gives the models to embed with (model id -> embedder), asked per batch so that
+    a model added meanwhile is picked up.
     """
     position = {id(event): index for index, event in enumerate(events)}
     latest, settled = newest_per_object(events)
     latest, failed_checks = _versions_still_current(latest, source, position)
     settled += failed_checks
     created = [event for event in latest if event.kind == "created"]
-    batch = embed_objects(created, source=source, embedder=embedder, limits=limits, layout=layout)
+    batch = embed_objects(
+        created, source=source, embedders=lambda: embedders(store()), limits=limits, layout=layout
+    )
     batch.outcomes += settled
     removals = [event for event in latest if event.kind == "removed"]
     batch.removals = [event for event in removals if storable_key(event.key)]
@@ -203,14 +209,20 @@ def embed_objects(
     created: Sequence[ObjectEvent],
     *,
     source: ObjectSource,
-    embedder: Embedder,
+    embedders: Callable[[], Mapping[int, Embedder]],
     limits: IngestLimits,
     layout: KeyLayout,
+    models_for: Callable[[ObjectEvent], Collection[int]] | None = None,
 ) -> IngestBatch:
     """Steps 2-4 of the use case for "created" events (at most one per object): read the
-    objects concurrently, decode them (a bad file becomes a rejection), embed every decodable
-    image in ONE batched inference. Writes nothing: the ingest function and the backfill each
-    write the result their own way."""
+    objects concurrently, decode them (a bad file becomes a rejection), embed the decodable
+    images with each model in ONE batched inference per model. Writes nothing: the ingest
+    function and the backfill each write the result their own way.
+
+    `embedders` is called once, only when an image was decoded (it may ask the database: if
+    that is down, those events fail and are retried). `models_for` narrows the models per
+    event (the backfill: only the vectors an object lacks); default: every model.
+    """
     result = IngestBatch()
     result.unstorable = [(event, _unstorable(event)) for event in created if not storable_key(event.key)]
     created = [event for event in created if storable_key(event.key)]
@@ -243,13 +255,32 @@ def embed_objects(
     timings.decode_ms = (time.perf_counter() - started) * 1000
 
     if images:
+        try:
+            models = embedders()
+        except TRANSIENT_DATABASE_ERRORS as error:
+            detail = f"database unavailable: {error}".strip()
+            result.outcomes += [EventOutcome(item.event, "failed", detail) for item in images]
+            return result
         started = time.perf_counter()
-        embeddings = embedder.embed([item.decoded.image for item in images]).vectors
+        vectors: list[dict[int, FloatArray]] = [{} for _ in images]
+        for model_id, embedder in models.items():
+            wanted = [
+                index
+                for index, item in enumerate(images)
+                if models_for is None or model_id in models_for(item.event)
+            ]
+            if wanted:
+                embedded = embedder.embed([images[index].decoded.image for index in wanted]).vectors
+                for index, vector in zip(wanted, embedded, strict=True):
+                    vectors[index][model_id] = vector
         timings.inference_ms = (time.perf_counter() - started) * 1000
-        result.images = [
-            (item.event, _record(item, embedding, layout, embedder.model_version))
-            for item, embedding in zip(images, embeddings, strict=True)
-        ]
+        for item, embeddings in zip(images, vectors, strict=True):
+            if embeddings:
+                result.images.append((item.event, _record(item, embeddings, layout)))
+            else:  # no registered model to embed with (retried: a model may be added meanwhile)
+                result.outcomes.append(
+                    EventOutcome(item.event, "failed", "no model to embed this image with")
+                )
     return result
 
 
@@ -313,7 +344,7 @@ def _rejection(event: ObjectEvent, rejected: ImageRejected, size: int | None) ->
     )
 
 
-def _record(item: _Decoded, embedding: FloatArray, layout: KeyLayout, model_version: str) -> ImageRecord:
+def _record(item: _Decoded, embeddings: Mapping[int, FloatArray], layout: KeyLayout) -> ImageRecord:
     identity = product_identity(item.event.key, item.fetched.metadata, layout)
     return ImageRecord(
         ref=item.event.ref,
@@ -324,8 +355,7 @@ def _record(item: _Decoded, embedding: FloatArray, layout: KeyLayout, model_vers
         size_bytes=item.fetched.size,
         width=item.decoded.width,
         height=item.decoded.height,
-        model_version=model_version,
-        embedding=embedding,
+        embeddings=embeddings,
     )
 
 

@@ -114,3 +114,26 @@ def load_model_card(model_dir: Path) -> ModelCard:
         raise ModelCardError(f"model card {path} is malformed: {error}") from error
     except (KeyError, TypeError, IndexError) as error:
         raise ModelCardError(f"model card {path} lacks field {error}") from error
+
+
+def model_version_name(card: ModelCard, variant: str, resize_mode: str) -> str:
+    """What the store records for embeddings of this card, variant and resize mode: vectors of
+    different versions are not comparable."""
+    return f"{card.model_version}/{variant}/{resize_mode}"
+
+
+def verify_variant(card: ModelCard, variant: str | None) -> ModelVariantFile:
+    """The variant's file, after checking that its sha256 is the card's; ModelCardError if the
+    file is missing or differs (a card that does not describe the files beside it)."""
+    chosen = card.variant(variant)
+    try:
+        with chosen.path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise ModelCardError(f"cannot read {chosen.path}: {error.strerror or error}") from None
+    if digest != chosen.sha256:
+        raise ModelCardError(
+            f"{chosen.path.name} does not match the model card "
+            f"(sha256 {digest}, the card says {chosen.sha256})"
+        )
+    return chosen

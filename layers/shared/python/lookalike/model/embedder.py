@@ -1,7 +1,8 @@
 """The ONNX Runtime session wrapper: decoded RGB images in, L2-normalised float32 embeddings out.
 
 One `Embedder` (one ONNX session) per process and model: `get_embedder()` builds the configured
-one lazily and reuses it for every later invocation of a warm Lambda container.
+one lazily and reuses it for every later invocation of a warm Lambda container;
+`get_embedder(version)` does the same for any registered model version found under MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
-from lookalike.model.card import ModelCard, ModelCardError, ResizeMode, load_model_card
+from lookalike.model.card import ModelCard, ModelCardError, ResizeMode, load_model_card, model_version_name
+from lookalike.model.catalog import locate_model
 from lookalike.model.preprocess import to_model_input
 from lookalike.settings import get_settings
 
@@ -69,7 +71,7 @@ class Embedder:
     @property
     def model_version(self) -> str:
         """What the store records: embeddings from different versions are not comparable."""
-        return f"{self.card.model_version}/{self.variant.name}/{self.resize_mode}"
+        return model_version_name(self.card, self.variant.name, self.resize_mode)
 
     @property
     def dimension(self) -> int:
@@ -113,12 +115,25 @@ class Embedder:
 
 
 @cache
-def get_embedder() -> Embedder:
-    """The process's embedder, configured from settings and built on first use."""
+def get_embedder(version: str | None = None) -> Embedder:
+    """The process's embedder of a registered model version (None: the configured default model,
+    MODEL_DIR + MODEL_VARIANT + RESIZE_MODE), built on first use and kept (one session each).
+    Raises `ModelNotFoundError` when no folder under MODEL_DIR provides the version."""
     settings = get_settings()
+    if version is None:
+        return Embedder(
+            load_model_card(settings.model_dir),
+            variant=settings.model_variant,
+            resize_mode=settings.resize_mode,
+            threads=settings.inference_threads,
+        )
+    default = get_embedder()
+    if default.model_version == version:
+        return default
+    location = locate_model(settings.model_dir, version)
     return Embedder(
-        load_model_card(settings.model_dir),
-        variant=settings.model_variant,
-        resize_mode=settings.resize_mode,
+        location.card,
+        variant=location.variant,
+        resize_mode=location.resize_mode,
         threads=settings.inference_threads,
     )

@@ -20,18 +20,21 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.rows import TupleRow
 
 from lookalike.ordering import normalise_sequencer
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.store.image_writes import bulk_write_images, write_images
 from lookalike.store.migrations import migrate
 from lookalike.store.rows import (
     EMBEDDING_DIM,
     FloatArray,
     ImageRecord,
     ImageSummary,
+    ModelRef,
     Rejection,
     RejectionRow,
     StoredImage,
@@ -40,18 +43,7 @@ from lookalike.store.rows import (
     image_summary,
     to_halfvec,
 )
-from lookalike.store.write_sql import (
-    BULK_REEMBED_IMAGES,
-    BULK_UPSERT_IMAGES,
-    COPY_INCOMING,
-    CREATE_INCOMING,
-    DELETE_IMAGE,
-    INCOMING_COLUMNS,
-    LOG_REJECTION,
-    REEMBED_IMAGE,
-    REJECT_IMAGE,
-    UPSERT_IMAGE,
-)
+from lookalike.store.write_sql import DELETE_IMAGE, LOG_REJECTION, REJECT_IMAGE
 
 # A write waits this long for a row lock, and a statement runs this long, before the transaction
 # fails and its records are retried (DB_LOCK_TIMEOUT_MS / DB_STATEMENT_TIMEOUT_MS).
@@ -75,18 +67,6 @@ def _outcome(cursor: psycopg.Cursor[TupleRow]) -> WriteOutcome:
     return "applied" if cursor.fetchone() is not None else "stale"
 
 
-def _execute_each(
-    connection: psycopg.Connection[TupleRow], statement: sql.Composed, parameters: list[dict[str, Any]]
-) -> list[WriteOutcome]:
-    """executemany (pipelined: one round trip), an outcome per parameter set, in order."""
-    with connection.cursor() as cursor:
-        cursor.executemany(statement, parameters, returning=True)
-        outcomes = [_outcome(cursor)]
-        while cursor.nextset():
-            outcomes.append(_outcome(cursor))
-    return outcomes
-
-
 class Store:
     def __init__(
         self,
@@ -104,6 +84,7 @@ class Store:
         self._connection: psycopg.Connection[TupleRow] | None = None
         self._vector_registered = False
         self._migrated = False
+        self._dimensions: dict[int, int] = {}
         # One connection, one transaction at a time: the local stack calls from threads.
         self._lock = threading.RLock()
 
@@ -172,6 +153,18 @@ class Store:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
 
+    def run_outside_transaction(self, statement: sql.Composed) -> None:
+        """One statement in autocommit mode (CREATE/DROP INDEX CONCURRENTLY cannot run inside a
+        transaction block). Not retried: such statements are not all idempotent."""
+        with self._lock:
+            connection = self._connect()
+            connection.autocommit = True
+            try:
+                connection.execute(statement, prepare=False)
+            finally:
+                if not connection.closed:
+                    connection.autocommit = False
+
     def close(self) -> None:
         with self._lock:
             self._drop()
@@ -179,6 +172,10 @@ class Store:
     def ping(self) -> None:
         """SELECT 1; raises psycopg.OperationalError if the database is unreachable."""
         self.run(lambda connection: connection.execute("SELECT 1").fetchone(), vector=False)
+
+    @property
+    def migrated(self) -> bool:
+        return self._migrated
 
     def migrate_once(self) -> None:
         """`migrate()` on this store's first call only (a container's cold start)."""
@@ -192,15 +189,42 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def upsert_images(self, records: Sequence[ImageRecord]) -> list[WriteOutcome]:
-        """Embedded images, one transaction for the batch; an outcome per record, in order.
+    def model_dimension(self, model_id: int) -> int:
+        """A registered model's dimension (immutable, so cached; unknown ids are looked up)."""
+        dimension = self._dimensions.get(model_id)
+        if dimension is None:
+            rows = self.run(
+                lambda connection: connection.execute("SELECT id, dimension FROM models").fetchall(),
+                vector=False,
+            )
+            self._dimensions.update({int(row[0]): int(row[1]) for row in rows})
+            dimension = self._dimensions.get(model_id)
+            if dimension is None:
+                raise ValueError(f"model id {model_id} is not registered")
+        return dimension
 
-        executemany (pipelined: one round trip) rather than one multi-row INSERT, because ON
-        CONFLICT DO UPDATE cannot touch one row twice in a statement and a batch may hold two
-        events of one key; each statement also sees its predecessors' writes.
+    def _vectors(self, record: ImageRecord) -> dict[int, HalfVector]:
+        if not record.embeddings:
+            raise ValueError(f"{record.ref} carries no embedding")
+        return {
+            model_id: to_halfvec(vector, self.model_dimension(model_id))
+            for model_id, vector in record.embeddings.items()
+        }
+
+    def upsert_images(self, records: Sequence[ImageRecord]) -> list[WriteOutcome]:
+        """Embedded images with their vectors, one transaction for the batch; an outcome per
+        record, in order.
+
+        Each image row goes through the order guard; an applied one gets exactly the record's
+        vectors (other models' are deleted), a stale one that holds the same object version
+        (same ETag) gets the record's vectors added or refreshed ("applied" if any changed).
+        Each phase is one pipelined executemany (one round trip), rather than one multi-row
+        INSERT, because ON CONFLICT DO UPDATE cannot touch one row twice in a statement and a
+        batch may hold two events of one key; each statement also sees its predecessors' writes.
         """
         if not records:
             return []
+        vectors = [self._vectors(record) for record in records]
         parameters = [
             {
                 **_order_parameters(record.ref, record.order),
@@ -210,28 +234,20 @@ class Store:
                 "size_bytes": record.size_bytes,
                 "width": record.width,
                 "height": record.height,
-                "model_version": record.model_version,
-                "embedding": to_halfvec(record.embedding),
             }
             for record in records
         ]
 
         def write(connection: psycopg.Connection[TupleRow]) -> list[WriteOutcome]:
-            outcomes = _execute_each(connection, UPSERT_IMAGE, parameters)
-            # Stale by order but the same object version: re-embedded if another model made it.
-            again = [index for index, outcome in enumerate(outcomes) if outcome == "stale"]
-            again = [index for index in again if parameters[index]["etag"] is not None]
-            if again:
-                reembedded = _execute_each(connection, REEMBED_IMAGE, [parameters[i] for i in again])
-                for index, outcome in zip(again, reembedded, strict=True):
-                    outcomes[index] = outcome
-            return outcomes
+            return write_images(connection, parameters, vectors)
 
         return self.run(write, write=True)
 
     def bulk_upsert_images(self, records: Sequence[ImageRecord]) -> list[WriteOutcome]:
-        """`upsert_images` for many objects at once (the backfill): binary COPY into a temp table,
-        then one guarded INSERT ... ON CONFLICT and one re-embedding UPDATE; one transaction.
+        """`upsert_images` for many objects at once (the backfill): binary COPY into temp tables
+        (rows and vectors), then one guarded INSERT ... ON CONFLICT, one lock of the stale rows
+        holding the same object version, one delete of the replaced vectors and one vector
+        upsert; one transaction.
 
         Same guard and same re-embedding rule as `upsert_images`, so a notification racing a
         backfill is ordered exactly as two notifications would be. One record per object: an
@@ -243,6 +259,7 @@ class Store:
         if len(set(refs)) != len(refs):
             raise ValueError("bulk_upsert_images takes one record per object")
         rows = []
+        vector_rows = []
         for record in records:
             order = _order_parameters(record.ref, record.order)
             rows.append(
@@ -257,21 +274,13 @@ class Store:
                     record.size_bytes,
                     record.width,
                     record.height,
-                    record.model_version,
-                    to_halfvec(record.embedding),
                 )
             )
+            for model_id, vector in self._vectors(record).items():
+                vector_rows.append((record.ref.bucket, record.ref.key, model_id, vector))
 
         def write(connection: psycopg.Connection[TupleRow]) -> list[WriteOutcome]:
-            connection.execute(CREATE_INCOMING, prepare=False)
-            with connection.cursor() as cursor:
-                with cursor.copy(COPY_INCOMING) as copy:
-                    copy.set_types([kind for _, kind in INCOMING_COLUMNS])
-                    for row in rows:
-                        copy.write_row(row)
-                applied = {(row[0], row[1]) for row in cursor.execute(BULK_UPSERT_IMAGES, prepare=False)}
-                applied |= {(row[0], row[1]) for row in cursor.execute(BULK_REEMBED_IMAGES, prepare=False)}
-            return ["applied" if ref in applied else "stale" for ref in refs]
+            return bulk_write_images(connection, refs, rows, vector_rows)
 
         return self.run(write, write=True)
 
@@ -306,12 +315,12 @@ class Store:
     def get_image(self, ref: ObjectRef) -> StoredImage | None:
         def read(connection: psycopg.Connection[TupleRow]) -> StoredImage | None:
             row = connection.execute(
-                "SELECT bucket, key, product_id, category, etag, size_bytes, width, height, "
-                "model_version, event_time, created_at, updated_at FROM images "
-                "WHERE bucket = %s AND key = %s AND status = 'embedded'",
+                sql.SQL(
+                    "SELECT {columns} FROM images WHERE bucket = %s AND key = %s AND status = 'embedded'"
+                ).format(columns=_STORED_IMAGE_COLUMNS),
                 (ref.bucket, ref.key),
             ).fetchone()
-            return None if row is None else StoredImage(*row)
+            return None if row is None else _stored_image(row)
 
         return self.run(read, vector=False)
 
@@ -320,12 +329,13 @@ class Store:
 
         def read(connection: psycopg.Connection[TupleRow]) -> list[StoredImage]:
             rows = connection.execute(
-                "SELECT bucket, key, product_id, category, etag, size_bytes, width, height, "
-                "model_version, event_time, created_at, updated_at FROM images "
-                "WHERE product_id = %s AND status = 'embedded' ORDER BY event_time DESC, key",
+                sql.SQL(
+                    "SELECT {columns} FROM images "
+                    "WHERE product_id = %s AND status = 'embedded' ORDER BY event_time DESC, key"
+                ).format(columns=_STORED_IMAGE_COLUMNS),
                 (product_id,),
             ).fetchall()
-            return [StoredImage(*row) for row in rows]
+            return [_stored_image(row) for row in rows]
 
         return self.run(read, vector=False)
 
@@ -367,11 +377,12 @@ class Store:
 
         def read(connection: psycopg.Connection[TupleRow]) -> dict[str, StoredVersion]:
             rows = connection.execute(
-                "SELECT key, status, etag, model_version, event_time FROM images "
-                "WHERE bucket = %s AND key = ANY(%s)",
+                "SELECT key, status, etag, "
+                "ARRAY(SELECT model_id FROM embeddings WHERE image_id = images.id), event_time "
+                "FROM images WHERE bucket = %s AND key = ANY(%s)",
                 (bucket, list(keys)),
             ).fetchall()
-            return {row[0]: StoredVersion(*row[1:]) for row in rows}
+            return {row[0]: StoredVersion(row[1], row[2], frozenset(row[3]), row[4]) for row in rows}
 
         return self.run(read, vector=False) if keys else {}
 
@@ -403,20 +414,56 @@ class Store:
         return self.run(read, vector=False)
 
     def embeddings(
-        self, *, category: str | None = None, limit: int | None = None
+        self, *, category: str | None = None, limit: int | None = None, model: ModelRef | None = None
     ) -> tuple[list[ImageSummary], FloatArray]:
-        """Embedded images with their embeddings ([n, 1280] float32), in (bucket, key) order."""
+        """Embedded images with their vectors of `model` (default: the active one) as
+        [n, dimension] float32, in (bucket, key) order; images without a vector of it are left out."""
 
         def read(connection: psycopg.Connection[TupleRow]) -> tuple[list[ImageSummary], FloatArray]:
+            chosen = model or active_model(connection)
+            if chosen is None:
+                return [], np.empty((0, EMBEDDING_DIM), dtype=np.float32)
             rows = connection.execute(
-                "SELECT bucket, key, product_id, category, width, height, embedding FROM images "
-                "WHERE status = 'embedded' AND (%(category)s::text IS NULL OR category = %(category)s) "
-                "ORDER BY bucket, key LIMIT %(limit)s",
-                {"category": category, "limit": limit},
+                "SELECT i.bucket, i.key, i.product_id, i.category, i.width, i.height, e.embedding "
+                "FROM images AS i JOIN embeddings AS e ON e.image_id = i.id AND e.model_id = %(model)s "
+                "WHERE i.status = 'embedded' AND (%(category)s::text IS NULL OR i.category = %(category)s) "
+                "ORDER BY i.bucket, i.key LIMIT %(limit)s",
+                {"model": chosen.id, "category": category, "limit": limit},
             ).fetchall()
             if not rows:
-                return [], np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+                return [], np.empty((0, chosen.dimension), dtype=np.float32)
             vectors = np.stack([row[6].to_numpy() for row in rows]).astype(np.float32)
             return [image_summary(row[:6]) for row in rows], vectors
 
         return self.run(read)
+
+
+# The columns of a StoredImage, in its field order (model versions: those holding a vector).
+_STORED_IMAGE_COLUMNS = sql.SQL(
+    "bucket, key, product_id, category, etag, size_bytes, width, height, "
+    "ARRAY(SELECT m.version FROM embeddings AS e JOIN models AS m ON m.id = e.model_id "
+    "WHERE e.image_id = images.id ORDER BY m.version), event_time, created_at, updated_at"
+)
+
+
+def _stored_image(row: Sequence[Any]) -> StoredImage:
+    return StoredImage(
+        bucket=row[0],
+        key=row[1],
+        product_id=row[2],
+        category=row[3],
+        etag=row[4],
+        size_bytes=row[5],
+        width=row[6],
+        height=row[7],
+        model_versions=tuple(row[8]),
+        event_time=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+    )
+
+
+def active_model(connection: psycopg.Connection[TupleRow]) -> ModelRef | None:
+    """The model every query searches with (None: none is active yet, a new deployment)."""
+    row = connection.execute("SELECT id, version, dimension FROM models WHERE state = 'active'").fetchone()
+    return None if row is None else ModelRef(int(row[0]), str(row[1]), int(row[2]))

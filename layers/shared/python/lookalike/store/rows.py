@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -13,8 +13,11 @@ from pgvector import HalfVector
 
 from lookalike.ports import EventOrder, ObjectRef
 
-# The dimension of the one embedding column (halfvec(1280)).
+# The dimension of the default model's embeddings (the base model's card says 1280). Stored
+# vectors may have any dimension their model declares (1..MAX_DIMENSION).
 EMBEDDING_DIM: Final = 1280
+# pgvector's HNSW index takes halfvec up to 4000 dimensions.
+MAX_DIMENSION: Final = 4000
 
 FloatArray = npt.NDArray[np.float32]
 WriteOutcome = Literal["applied", "stale"]
@@ -31,8 +34,19 @@ class ImageRecord:
     size_bytes: int
     width: int
     height: int
-    model_version: str
-    embedding: FloatArray  # [1280], unit length
+    # Registered model id -> the image's vector from that model (unit length, the model's
+    # dimension). An applied write replaces the image's vectors with exactly these.
+    embeddings: Mapping[int, FloatArray]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """What a query needs of a registered model: its id (the statements' partial-index literal),
+    its version (which embedder) and its dimension (the index expression's cast)."""
+
+    id: int
+    version: str
+    dimension: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +70,7 @@ class StoredImage:
     size_bytes: int | None
     width: int
     height: int
-    model_version: str
+    model_versions: tuple[str, ...]  # the registered models holding a vector of it, sorted
     event_time: datetime
     created_at: datetime
     updated_at: datetime
@@ -95,7 +109,7 @@ class StoredVersion:
 
     status: ImageStatus
     etag: str | None
-    model_version: str | None
+    model_ids: frozenset[int]  # the models holding a vector of the stored version
     event_time: datetime
 
 
@@ -128,11 +142,12 @@ def image_summary(row: Sequence[Any]) -> ImageSummary:
     return ImageSummary(ObjectRef(row[0], row[1]), row[2], row[3], row[4], row[5])
 
 
-def to_halfvec(embedding: npt.NDArray[Any]) -> HalfVector:
-    """The store's form of an embedding; refuses what would poison a ranking."""
+def to_halfvec(embedding: npt.NDArray[Any], dimension: int) -> HalfVector:
+    """The store's form of an embedding of a model with `dimension`; refuses what would poison a
+    ranking."""
     vector = np.asarray(embedding, dtype=np.float32)
-    if vector.shape != (EMBEDDING_DIM,):
-        raise ValueError(f"embedding must have shape ({EMBEDDING_DIM},), got {vector.shape}")
+    if vector.shape != (dimension,):
+        raise ValueError(f"embedding must have shape ({dimension},), got {vector.shape}")
     if not np.all(np.isfinite(vector)) or not np.any(vector):
         # Cosine distance to a zero vector is NaN in pgvector: it would poison the ranking.
         raise ValueError("embedding must be finite and non-zero")

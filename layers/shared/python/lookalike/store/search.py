@@ -9,12 +9,20 @@ exactly (every distance of the category, through the category btree: recall 1.0)
 through HNSW with `iterative_scan = relaxed_order` (re-sorted here). The exact cost grows with the
 category's size, the iterative cost with its rarity; the threshold is where the two cross
 (docs/BENCHMARKS.md, "Category filter", `scripts/measure_category_filter.py`).
+
+Every search names its model (`ModelRef`, default: the active one, read in the search's own
+transaction): the statements join `embeddings` with `e.model_id = <literal>` and order by
+`e.embedding::halfvec(D) <=> query`, which is exactly the model's partial HNSW index
+(lookalike.store.registry), so a ranking never mixes the vectors of two models. The id is a
+literal, not a parameter, so that the planner can prove the partial index applies; the texts
+are cached per model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -25,15 +33,20 @@ from psycopg.rows import TupleRow
 
 from lookalike.ports import ObjectRef
 from lookalike.settings import DEFAULT_EF_SEARCH
-from lookalike.store.database import Store
+from lookalike.store.database import Store, active_model
 from lookalike.store.rows import (
-    EMBEDDING_DIM,
     CloseNeighbour,
     FloatArray,
+    ModelRef,
     Neighbour,
     image_summary,
     to_halfvec,
 )
+
+
+class NoActiveModelError(LookupError):
+    """No model is active yet: nothing can be searched (a new deployment before its bootstrap)."""
+
 
 # The most products one search returns (the API's limit, and the pool's starting point).
 MAX_K: Final = 100
@@ -86,12 +99,24 @@ class VectorSearch:
         self.ef_search = ef_search
         self.exact_category_threshold = exact_category_threshold
 
-    def nearest(self, embedding: FloatArray, parameters: SearchParameters) -> list[Neighbour]:
-        """The k nearest products to an embedding by cosine distance, each once (by its best image)."""
-        query = to_halfvec(embedding)
-        return self.store.run(lambda connection: self._nearest(connection, query, parameters))
+    def nearest(
+        self, embedding: FloatArray, parameters: SearchParameters, *, model: ModelRef | None = None
+    ) -> list[Neighbour]:
+        """The k nearest products to an embedding of `model` (default: the active one) by
+        cosine distance, each once (by its best image)."""
 
-    def similar_to_product(self, product_id: str, parameters: SearchParameters) -> list[Neighbour] | None:
+        def run(connection: psycopg.Connection[TupleRow]) -> list[Neighbour]:
+            chosen = model or _require_active(connection)
+            return self._nearest(connection, chosen, to_halfvec(embedding, chosen.dimension), parameters)
+
+        return self.store.run(run)
+
+    def active_model(self) -> ModelRef | None:
+        return self.store.run(active_model, vector=False)
+
+    def similar_to_product(
+        self, product_id: str, parameters: SearchParameters, *, model: ModelRef | None = None
+    ) -> list[Neighbour] | None:
         """Products like this one (never itself); None if it has no embedded image.
 
         The query is the normalised mean of the product's embeddings, not its first image: a
@@ -107,20 +132,26 @@ class VectorSearch:
         )
 
         def run(connection: psycopg.Connection[TupleRow]) -> list[Neighbour] | None:
-            embeddings = _product_embeddings(connection, product_id)
+            chosen = model or _require_active(connection)
+            embeddings = _product_embeddings(connection, chosen, product_id)
             if len(embeddings) == 0:
                 return None
             mean = embeddings.mean(axis=0)
             norm = float(np.linalg.norm(mean))
             # Opposite views could cancel out exactly; the first image is the fallback then.
             query = mean / norm if norm > 1e-6 else embeddings[0]
-            return self._nearest(connection, to_halfvec(query), parameters)
+            return self._nearest(connection, chosen, to_halfvec(query, chosen.dimension), parameters)
 
         return self.store.run(run)
 
-    def product_embeddings(self, product_id: str) -> FloatArray:
-        """[n, dim] float32 (halfvec precision), newest image first; [0, dim] if unknown."""
-        return self.store.run(lambda connection: _product_embeddings(connection, product_id))
+    def product_embeddings(self, product_id: str, *, model: ModelRef | None = None) -> FloatArray:
+        """[n, dim] float32 (halfvec precision) of `model` (default: the active one), newest
+        image first; [0, dim] if unknown."""
+        return self.store.run(
+            lambda connection: _product_embeddings(
+                connection, model or _require_active(connection), product_id
+            )
+        )
 
     def close_neighbours(
         self, refs: Sequence[ObjectRef], *, min_similarity: float, parameters: SearchParameters
@@ -133,6 +164,7 @@ class VectorSearch:
         category = parameters.category
 
         def read(connection: psycopg.Connection[TupleRow]) -> list[CloseNeighbour]:
+            model = _require_active(connection)
             exact = self._exact(connection, category)
             if not exact:
                 connection.execute(
@@ -144,7 +176,7 @@ class VectorSearch:
                     ),
                 )
             rows = connection.execute(
-                close_neighbours_statement(exact=exact, category=category is not None),
+                close_neighbours_statement(model, exact=exact, category=category is not None),
                 {
                     "buckets": [ref.bucket for ref in refs],
                     "keys": [ref.key for ref in refs],
@@ -168,10 +200,15 @@ class VectorSearch:
         )
 
     def _nearest(
-        self, connection: psycopg.Connection[TupleRow], query: HalfVector, parameters: SearchParameters
+        self,
+        connection: psycopg.Connection[TupleRow],
+        model: ModelRef,
+        query: HalfVector,
+        parameters: SearchParameters,
     ) -> list[Neighbour]:
         exact = self._exact(connection, parameters.category)
         statement = search_statement(
+            model,
             exact=exact,
             category=parameters.category is not None,
             exclude=parameters.exclude_product_id is not None,
@@ -216,14 +253,24 @@ class VectorSearch:
             pool = min(pool * POOL_GROWTH, MAX_EF_SEARCH)
 
 
-def _product_embeddings(connection: psycopg.Connection[TupleRow], product_id: str) -> FloatArray:
+def _require_active(connection: psycopg.Connection[TupleRow]) -> ModelRef:
+    model = active_model(connection)
+    if model is None:
+        raise NoActiveModelError("no model is active: register and activate one (scripts/models.py)")
+    return model
+
+
+def _product_embeddings(
+    connection: psycopg.Connection[TupleRow], model: ModelRef, product_id: str
+) -> FloatArray:
     rows = connection.execute(
-        "SELECT embedding FROM images WHERE product_id = %s AND status = 'embedded' "
-        "ORDER BY event_time DESC, key",
-        (product_id,),
+        "SELECT e.embedding FROM images AS i JOIN embeddings AS e ON e.image_id = i.id "
+        "WHERE e.model_id = %s AND i.product_id = %s AND i.status = 'embedded' "
+        "ORDER BY i.event_time DESC, i.key",
+        (model.id, product_id),
     ).fetchall()
     if not rows:
-        return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.empty((0, model.dimension), dtype=np.float32)
     return np.stack([row[0].to_numpy() for row in rows]).astype(np.float32)
 
 
@@ -238,48 +285,62 @@ def _category_size(connection: psycopg.Connection[TupleRow], category: str, thre
     return int(row[0]) if row is not None else 0
 
 
-def search_statement(*, exact: bool, category: bool, exclude: bool) -> sql.Composed:
-    """One fixed text per filter combination (so each can be a prepared statement).
+def _model_distance(model: ModelRef, alias: str, query: str) -> sql.Composed:
+    """`alias.embedding::halfvec(D) <=> query`: the expression of the model's partial index."""
+    return sql.SQL("{column}::halfvec({dimension}) <=> {query}").format(
+        column=sql.Identifier(alias, "embedding"),
+        dimension=sql.Literal(model.dimension),
+        query=sql.SQL(query),
+    )
+
+
+@lru_cache(maxsize=256)
+def search_statement(model: ModelRef, *, exact: bool, category: bool, exclude: bool) -> sql.Composed:
+    """One fixed text per model and filter combination (so each can be a prepared statement).
 
     The exact path orders by `distance + 0`: an expression the HNSW index cannot serve, so the
     planner computes every distance of the category (through the category btree) and keeps
     the top rows: recall 1.0. Forcing it this way, not with `enable_indexscan = off`, keeps
     cached plans valid on pooled connections.
     """
-    conditions = [sql.SQL("status = 'embedded'")]
+    conditions = [sql.SQL("e.model_id = {}").format(sql.Literal(model.id)), sql.SQL("i.status = 'embedded'")]
     if category:
-        conditions.append(sql.SQL("category = %(category)s"))
+        conditions.append(sql.SQL("i.category = %(category)s"))
     if exclude:
-        conditions.append(sql.SQL("product_id <> %(exclude)s"))
-    order = sql.SQL("(embedding <=> %(query)s) + 0" if exact else "embedding <=> %(query)s")
+        conditions.append(sql.SQL("i.product_id <> %(exclude)s"))
+    distance = _model_distance(model, "e", "%(query)s")
+    order = sql.SQL("({}) + 0").format(distance) if exact else distance
     return sql.SQL(
-        "SELECT product_id, bucket, key, category, embedding <=> %(query)s AS distance, width, height "
-        "FROM images WHERE {conditions} ORDER BY {order} LIMIT %(limit)s"
-    ).format(conditions=sql.SQL(" AND ").join(conditions), order=order)
+        "SELECT i.product_id, i.bucket, i.key, i.category, {distance} AS distance, i.width, i.height "
+        "FROM embeddings AS e JOIN images AS i ON i.id = e.image_id "
+        "WHERE {conditions} ORDER BY {order} LIMIT %(limit)s"
+    ).format(distance=distance, conditions=sql.SQL(" AND ").join(conditions), order=order)
 
 
-def close_neighbours_statement(*, exact: bool, category: bool) -> sql.Composed:
-    """Per wanted image a k-NN search (the image's own embedding as the query) in a LATERAL
-    join; the same exact/iterative choice as `search_statement` when a category filters."""
+@lru_cache(maxsize=64)
+def close_neighbours_statement(model: ModelRef, *, exact: bool, category: bool) -> sql.Composed:
+    """Per wanted image a k-NN search (the image's own vector of `model` as the query) in a
+    LATERAL join; the same exact/iterative choice as `search_statement` when a category filters."""
     condition = sql.SQL(" AND near.category = %(category)s" if category else "")
-    order = sql.SQL(
-        "(near.embedding <=> wanted.embedding) + 0" if exact else "near.embedding <=> wanted.embedding"
-    )
+    distance = _model_distance(model, "near_vector", "wanted_vector.embedding")
+    order = sql.SQL("({}) + 0").format(distance) if exact else distance
     return sql.SQL(
         """SELECT wanted.bucket, wanted.key, found.bucket, found.key, found.product_id, found.category,
                found.width, found.height, found.distance
         FROM unnest(%(buckets)s::text[], %(keys)s::text[]) AS asked (bucket, key)
         JOIN images AS wanted
             ON wanted.bucket = asked.bucket AND wanted.key = asked.key AND wanted.status = 'embedded'
+        JOIN embeddings AS wanted_vector
+            ON wanted_vector.image_id = wanted.id AND wanted_vector.model_id = {model}
         CROSS JOIN LATERAL (
             SELECT near.bucket, near.key, near.product_id, near.category, near.width, near.height,
-                   near.embedding <=> wanted.embedding AS distance
-            FROM images AS near
-            WHERE near.status = 'embedded'{condition}
+                   {distance} AS distance
+            FROM embeddings AS near_vector JOIN images AS near ON near.id = near_vector.image_id
+            WHERE near_vector.model_id = {model} AND near.status = 'embedded'{condition}
             ORDER BY {order}
             LIMIT %(k)s
         ) AS found
         WHERE found.distance <= %(max_distance)s
             AND (found.bucket, found.key) <> (wanted.bucket, wanted.key)
         ORDER BY wanted.bucket, wanted.key, found.distance, found.bucket, found.key"""
-    ).format(condition=condition, order=order)
+    ).format(condition=condition, order=order, distance=distance, model=sql.Literal(model.id))
