@@ -1,6 +1,8 @@
 """Retrieval quality of the embedding, per model variant (fp32, int8) and resize mode (squash, centre crop).
 
     .venv/bin/python scripts/eval_quality.py [--stamps-dir DIR] [--out docs/bench/quality.json]
+        [--padded] [--trim-borders] [--config fp32/squash ...]
+    .venv/bin/python scripts/eval_quality.py --dataset DIR [--model-dir M] [--variant int8]
 
 Two tasks, every image going through the production path (`decode_image` with its default JPEG
 draft mode, `Embedder.preprocess`, ONNX Runtime, L2-normalised rows, cosine similarity):
@@ -19,7 +21,18 @@ draft mode, `Embedder.preprocess`, ONNX Runtime, L2-normalised rows, cosine simi
    instruments, ...). Leave-one-out: every image queries all others; precision@10 and mAP@10
    (AP@10 = sum over the top 10 of precision@k at each hit / min(relevant, 10)).
    Without the stamps (`make eval-data` fetches them) the script falls back to the sample
-   catalogue grouped by category: tiny, and said so in its output.
+   catalogue grouped by category: tiny, and said so in its output. The fallback leaves out of
+   the distractors every catalogue image made from one of the originals (they are copies of the
+   answer under another name) and the classes of a single image; a class of one image reaching
+   the metric is an error, never a NaN.
+
+--padded adds padded copies (the photo at 60 % of a plain dark or white canvas) to the edits;
+--trim-borders runs `lookalike.model.borders.trim_uniform_border` on every decoded image before
+embedding (the padding robustness measurement: with and without).
+
+--dataset DIR measures category retrieval of any model folder on any labelled folder
+`DIR/<category>/[<product>/]<image>` and prints one JSON line
+{"images", "classes", "map_at_10", "precision_at_10", "precision_at_1", "model_version"}.
 
 Prints a table and, last, one JSON line for the default configuration (model_card.json's
 `default_variant` and `preprocessing.default_resize_mode`):
@@ -34,7 +47,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,12 +55,16 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image
 
 from lookalike.images import decode_image
-from lookalike.model.card import load_model_card
+from lookalike.model.borders import trim_uniform_border
+from lookalike.model.card import ResizeMode, load_model_card
 from lookalike.model.embedder import Embedder
-from lookalike.model.preprocess import ResizeMode
+from lookalike_tuning.datasets import DatasetError, read_labelled_folder
+from lookalike_tuning.edits import edits
+from lookalike_tuning.evaluate import MeasurementError, category_metrics, neardup_metrics
+from lookalike_tuning.sources import stamp_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
@@ -55,9 +72,6 @@ STAMPS_CANDIDATES = (
     REPO_ROOT / ".data" / "tuxpaint-stamps" / "usr" / "share" / "tuxpaint" / "stamps",  # make eval-data
     Path("/usr/share/tuxpaint/stamps"),  # apt-get install tuxpaint-stamps-default
 )
-# Folders that are not kinds of objects (letters, signs, holiday themes) are left out.
-EXCLUDED_FOLDERS = ("symbols", "seasonal", "town/roadsigns", "town/flags", "naturalforces", "people")
-MIN_CLASS_SIZE = 8
 # A stamp counts as a photograph (an original for the near-duplicate task) when its opaque
 # pixels have this many distinct colours: clip art has a few hundred, photos tens of thousands.
 PHOTO_MIN_COLOURS = 8000
@@ -77,6 +91,7 @@ class Item:
     name: str
     label: str  # category (labelled set) or original's name (near-duplicates)
     load: Callable[[], bytes]  # the file's bytes, as an upload would arrive
+    origin: str = ""  # the source file it was made from, where known (sample catalogue, sample photos)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -94,36 +109,40 @@ def find_stamps(explicit: Path | None) -> Path | None:
 
 
 def stamp_items(root: Path) -> list[Item]:
-    """The labelled stamps: label = second-level folder when it has >= MIN_CLASS_SIZE images,
-    else the top-level folder; mirrored copies (`*_mirror.png`) are dropped."""
-    files = sorted(
-        path
-        for path in root.rglob("*.png")
-        if not path.stem.endswith("_mirror")
-        and not any(path.relative_to(root).as_posix().startswith(f"{folder}/") for folder in EXCLUDED_FOLDERS)
-    )
-    counts: dict[str, int] = {}
-    for path in files:
-        parts = path.relative_to(root).parts
-        if len(parts) >= 3:
-            counts["/".join(parts[:2])] = counts.get("/".join(parts[:2]), 0) + 1
-    items = []
-    for path in files:
-        parts = path.relative_to(root).parts
-        second = "/".join(parts[:2])
-        label = second if len(parts) >= 3 and counts[second] >= MIN_CLASS_SIZE else parts[0]
-        items.append(Item(path.relative_to(root).as_posix(), label, path.read_bytes))
-    sizes: dict[str, int] = {}
-    for item in items:
-        sizes[item.label] = sizes.get(item.label, 0) + 1
-    return [item for item in items if sizes[item.label] >= MIN_CLASS_SIZE]
+    """The labelled stamps (labelling: lookalike_tuning.sources.stamp_labels)."""
+    return [
+        Item(path.relative_to(root).as_posix(), label, path.read_bytes) for path, label in stamp_labels(root)
+    ]
 
 
 def catalogue_items() -> list[Item]:
-    """Fallback labelled set: the demo catalogue's images with their product category."""
-    from lookalike_local.catalogue import catalogue
+    """Fallback labelled set: the demo catalogue's images with their product category, less the
+    broken upload and the classes of a single image (nothing to retrieve for them)."""
+    from lookalike_local.catalogue import PRODUCTS, catalogue
 
-    return [Item(obj.key, obj.category, obj.body) for obj in catalogue() if "truncated" not in obj.filename]
+    source_file = {product.product_id: product.file for product in PRODUCTS}
+    items = [
+        Item(obj.key, obj.category, obj.body, origin=source_file[obj.product_id])
+        for obj in catalogue()
+        if "truncated" not in obj.filename
+    ]
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[item.label] = sizes.get(item.label, 0) + 1
+    dropped = sorted(label for label, size in sizes.items() if size < 2)
+    if dropped:
+        print(f"fallback: classes of a single image left out: {', '.join(dropped)}", file=sys.stderr)
+    return [item for item in items if sizes[item.label] >= 2]
+
+
+def distractors_for(labelled: list[Item], originals: list[Item]) -> list[Item]:
+    """The labelled images that are not originals and not made from one (a re-encoded or cropped
+    copy of an original under another name would be counted as a wrong answer)."""
+    original_names = {item.name for item in originals}
+    original_files = {item.origin for item in originals if item.origin}
+    return [
+        item for item in labelled if item.name not in original_names and item.origin not in original_files
+    ]
 
 
 def flat_rgb(data: bytes) -> Image.Image:
@@ -141,83 +160,22 @@ def is_photo(data: bytes) -> bool:
     return len(colours) >= PHOTO_MIN_COLOURS
 
 
-def jpeg(image: Image.Image, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def crop_area(image: Image.Image, fraction: float, rng: np.random.Generator) -> Image.Image:
-    """A crop keeping `fraction` of the area, same aspect ratio, at a random position."""
-    side = fraction**0.5
-    width, height = round(image.width * side), round(image.height * side)
-    left = int(rng.integers(0, image.width - width + 1))
-    top = int(rng.integers(0, image.height - height + 1))
-    return image.crop((left, top, left + width, top + height))
-
-
-def with_text(image: Image.Image) -> Image.Image:
-    edited = image.copy()
-    draw = ImageDraw.Draw(edited)
-    size = max(12, image.height // 8)
-    font = ImageFont.load_default(size=size)
-    draw.text((image.width // 20, image.height // 2), "SALE -50% lookalike", fill=(255, 0, 0), font=font)
-    return edited
-
-
-def with_border(image: Image.Image) -> Image.Image:
-    border = max(4, min(image.size) // 10)
-    return ImageOps.expand(image, border=border, fill=(20, 20, 20))
-
-
-def edits(image: Image.Image, seed: int) -> Iterator[tuple[str, bytes]]:
-    """Copydays-style edited copies, each as the JPEG an uploader would send."""
-    rng = np.random.default_rng(seed)
-    for fraction in (0.8, 0.65, 0.5):
-        yield f"crop{round(fraction * 100)}", jpeg(crop_area(image, fraction, rng))
-    for quality in (50, 30, 15):
-        yield f"jpeg{quality}", jpeg(image, quality)
-    for scale in (0.5, 0.25):
-        small = image.resize(
-            (max(16, round(image.width * scale)), max(16, round(image.height * scale))),
-            Image.Resampling.BILINEAR,
-        )
-        yield f"resize{round(scale * 100)}", jpeg(small)
-    yield (
-        "rotate10",
-        jpeg(image.rotate(10, Image.Resampling.BILINEAR, expand=True, fillcolor=(255, 255, 255))),
-    )
-    yield "rotate90", jpeg(image.rotate(90, expand=True))
-    yield "mirror", jpeg(ImageOps.mirror(image))
-    yield "brighter", jpeg(ImageEnhance.Brightness(image).enhance(1.5))
-    yield "darker", jpeg(ImageEnhance.Brightness(image).enhance(0.6))
-    yield "contrast", jpeg(ImageEnhance.Contrast(image).enhance(1.6))
-    yield "saturation", jpeg(ImageEnhance.Color(image).enhance(0.3))
-    hue = np.asarray(image.convert("HSV")).copy()
-    hue[..., 0] = (hue[..., 0].astype(np.int16) + 40) % 256
-    yield "hue", jpeg(Image.fromarray(hue, mode="HSV").convert("RGB"))
-    yield "grayscale", jpeg(ImageOps.grayscale(image))
-    yield "text", jpeg(with_text(image))
-    yield "border", jpeg(with_border(image))
-    combined = ImageEnhance.Brightness(crop_area(image, 0.7, rng)).enhance(1.3)
-    yield "crop70+bright+jpeg30", jpeg(combined, 30)
-
-
-def neardup_sets(stamps: list[Item]) -> tuple[list[Item], list[Item]]:
+def neardup_sets(stamps: list[Item], *, padded: bool = False) -> tuple[list[Item], list[Item]]:
     """Originals (real photos) and the edited queries made from them."""
     from lookalike_local.catalogue import _package_dir
     from lookalike_local.samples import sample_photos
 
     originals = [
-        Item(f"photo:{photo.name}", f"photo:{photo.name}", photo.path.read_bytes) for photo in sample_photos()
+        Item(f"photo:{photo.name}", f"photo:{photo.name}", photo.path.read_bytes, origin=photo.path.name)
+        for photo in sample_photos()
     ]
     hopper = _package_dir("matplotlib") / "grace_hopper.jpg"
-    originals.append(Item("photo:grace_hopper", "photo:grace_hopper", hopper.read_bytes))
+    originals.append(Item("photo:grace_hopper", "photo:grace_hopper", hopper.read_bytes, origin=hopper.name))
     originals += [Item(item.name, item.name, item.load) for item in stamps if is_photo(item.load())]
     queries: list[Item] = []
     for index, original in enumerate(originals):
         image = flat_rgb(original.load())
-        for edit, data in edits(image, seed=index):
+        for edit, data in edits(image, seed=index, with_padding=padded):
             queries.append(Item(f"{original.name}#{edit}", original.name, returns(data)))
     return originals, queries
 
@@ -225,54 +183,21 @@ def neardup_sets(stamps: list[Item]) -> tuple[list[Item], list[Item]]:
 # --- embedding ------------------------------------------------------------------------------------
 
 
-def embed_all(items: list[Item], embedders: dict[str, Embedder], chunk: int = 32) -> dict[str, FloatArray]:
+def embed_all(
+    items: list[Item], embedders: dict[str, Embedder], chunk: int = 32, *, trim: bool = False
+) -> dict[str, FloatArray]:
     """Decode each image once (production decoder, draft mode on), embed with every configuration."""
     out: dict[str, list[FloatArray]] = {name: [] for name in embedders}
     for start in range(0, len(items), chunk):
         images = [decode_image(item.load(), **LIMITS).image for item in items[start : start + chunk]]
+        if trim:
+            images = [trim_uniform_border(image) for image in images]
         for name, embedder in embedders.items():
             out[name].append(embedder.embed(images).vectors)
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 # --- metrics --------------------------------------------------------------------------------------
-
-
-def neardup_metrics(
-    queries: FloatArray, database: FloatArray, query_targets: npt.NDArray[np.int64]
-) -> dict[str, Any]:
-    """recall@1 and mAP (= mean reciprocal rank: one relevant item per query) of the original."""
-    similarity = queries @ database.T
-    own = similarity[np.arange(len(queries)), query_targets]
-    ranks = 1 + np.sum(similarity > own[:, None], axis=1)  # ties resolved in the original's favour
-    return {
-        "recall_at_1": float(np.mean(ranks == 1)),
-        "recall_at_5": float(np.mean(ranks <= 5)),
-        "map": float(np.mean(1.0 / ranks)),
-        "ranks": ranks,
-    }
-
-
-def category_metrics(embeddings: FloatArray, labels: list[str], k: int = 10) -> dict[str, Any]:
-    """Leave-one-out precision@k, mAP@k and precision@1 over the labelled set."""
-    label_array = np.asarray(labels)
-    similarity = embeddings @ embeddings.T
-    np.fill_diagonal(similarity, -np.inf)
-    top = np.argsort(-similarity, axis=1)[:, :k]
-    hits = label_array[top] == label_array[:, None]
-    relevant = np.array([np.sum(label_array == label) - 1 for label in labels])
-    precision_at = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
-    average_precision = np.sum(precision_at * hits, axis=1) / np.minimum(relevant, k)
-    per_class = {
-        label: round(float(np.mean(hits[label_array == label].mean(axis=1))), 3)
-        for label in sorted(set(labels))
-    }
-    return {
-        "precision_at_10": float(np.mean(hits.mean(axis=1))),
-        "map_at_10": float(np.mean(average_precision)),
-        "precision_at_1": float(np.mean(hits[:, 0])),
-        "per_class_precision_at_10": per_class,
-    }
 
 
 def similarity_histogram_data(
@@ -296,7 +221,41 @@ def similarity_histogram_data(
 # --- main ------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def evaluate_dataset(arguments: argparse.Namespace) -> int:
+    """--dataset: category retrieval of one model folder on a labelled folder."""
+    try:
+        dataset = read_labelled_folder(arguments.dataset)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if dataset.unreadable:
+        print(
+            f"skipped {len(dataset.unreadable)} unreadable images: {', '.join(dataset.unreadable)}",
+            file=sys.stderr,
+        )
+    embedder = Embedder(
+        load_model_card(arguments.model_dir), variant=arguments.variant, threads=arguments.threads
+    )
+    items = [Item(image.key, image.category, image.path.read_bytes) for image in dataset.images]
+    embeddings = embed_all(items, {"model": embedder}, trim=arguments.trim_borders)["model"]
+    category = category_metrics(embeddings, [item.label for item in items])
+    print(
+        json.dumps(
+            {
+                "images": len(items),
+                "classes": len(dataset.categories),
+                "map_at_10": round(category.map_at_10, 4),
+                "precision_at_10": round(category.precision_at_10, 4),
+                "precision_at_1": round(category.precision_at_1, 4),
+                "model_version": embedder.model_version,
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -305,15 +264,32 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, help="write all results to this JSON file")
-    arguments = parser.parse_args()
+    parser.add_argument("--padded", action="store_true", help="add padded copies to the edits")
+    parser.add_argument("--trim-borders", action="store_true", help="trim plain borders before embedding")
+    parser.add_argument(
+        "--config",
+        action="append",
+        choices=[f"{variant}/{mode}" for variant, mode in CONFIGS],
+        help="measure only these configurations (repeatable; default: all four)",
+    )
+    parser.add_argument("--dataset", type=Path, help="a labelled folder DIR/<category>/[<product>/]<image>")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="with --dataset: the model folder")
+    parser.add_argument("--variant", help="with --dataset: fp32 or int8 (default: the card's)")
+    arguments = parser.parse_args(argv)
+    if arguments.dataset is not None:
+        return evaluate_dataset(arguments)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
 
     card = load_model_card(MODEL_DIR)
     default_name = f"{card.default_variant}/{card.preprocessing.default_resize_mode}"
+    chosen = arguments.config or [f"{variant}/{mode}" for variant, mode in CONFIGS]
+    if default_name not in chosen:
+        default_name = chosen[0]
     embedders = {
         f"{variant}/{mode}": Embedder(card, variant=variant, resize_mode=mode, threads=arguments.threads)
         for variant, mode in CONFIGS
+        if f"{variant}/{mode}" in chosen
     }
 
     stamps_dir = find_stamps(arguments.stamps_dir)
@@ -338,9 +314,8 @@ def main() -> None:
     dataset |= {"images": len(labelled), "classes": {c: labels.count(c) for c in classes}}
     print(f"labelled set: {len(labelled)} images in {len(classes)} classes", flush=True)
 
-    originals, queries = neardup_sets(labelled if stamps_dir is not None else [])
-    original_names = {item.name for item in originals}
-    distractors = [item for item in labelled if item.name not in original_names]
+    originals, queries = neardup_sets(labelled if stamps_dir is not None else [], padded=arguments.padded)
+    distractors = distractors_for(labelled, originals)
     database = originals + distractors
     target_index = {item.name: index for index, item in enumerate(originals)}
     query_targets = np.array([target_index[item.label] for item in queries], dtype=np.int64)
@@ -351,11 +326,12 @@ def main() -> None:
         flush=True,
     )
 
-    labelled_embeddings = embed_all(labelled, embedders)
+    trim = arguments.trim_borders
+    labelled_embeddings = embed_all(labelled, embedders, trim=trim)
     by_name = {item.name: index for index, item in enumerate(labelled)}
     extra = [item for item in originals if item.name not in by_name]
-    extra_embeddings = embed_all(extra, embedders)
-    query_embeddings = embed_all(queries, embedders)
+    extra_embeddings = embed_all(extra, embedders, trim=trim)
+    query_embeddings = embed_all(queries, embedders, trim=trim)
 
     results: dict[str, Any] = {}
     histogram: dict[str, list[float]] = {}
@@ -365,19 +341,19 @@ def main() -> None:
         db = np.stack([lookup[item.name] for item in database])
         near = neardup_metrics(query_embeddings[name], db, query_targets)
         per_edit = {
-            edit: round(float(np.mean(near["ranks"][np.array(edit_names) == edit] == 1)), 3)
+            edit: round(float(np.mean(near.ranks[np.array(edit_names) == edit] == 1)), 3)
             for edit in dict.fromkeys(edit_names)
         }
         category = category_metrics(labelled_embeddings[name], labels)
         results[name] = {
-            "neardup_recall_at_1": round(near["recall_at_1"], 4),
-            "neardup_recall_at_5": round(near["recall_at_5"], 4),
-            "neardup_map": round(near["map"], 4),
+            "neardup_recall_at_1": round(near.recall_at_1, 4),
+            "neardup_recall_at_5": round(near.recall_at_5, 4),
+            "neardup_map": round(near.mean_reciprocal_rank, 4),
             "neardup_recall_at_1_per_edit": per_edit,
-            "category_precision_at_10": round(category["precision_at_10"], 4),
-            "category_map_at_10": round(category["map_at_10"], 4),
-            "category_precision_at_1": round(category["precision_at_1"], 4),
-            "category_per_class_precision_at_10": category["per_class_precision_at_10"],
+            "category_precision_at_10": round(category.precision_at_10, 4),
+            "category_map_at_10": round(category.map_at_10, 4),
+            "category_precision_at_1": round(category.precision_at_1, 4),
+            "category_per_class_precision_at_10": category.per_class_precision_at_10,
         }
         if name == default_name:
             histogram = similarity_histogram_data(query_embeddings[name], db, query_targets)
@@ -418,6 +394,14 @@ def main() -> None:
         "variant": default_name,
         "dataset": cast(str, dataset["name"]),
     }
+    if arguments.padded or trim:
+        padded_edits = [edit for edit in default["neardup_recall_at_1_per_edit"] if edit.startswith("pad")]
+        summary |= {
+            "padded_recall_at_1": {
+                edit: default["neardup_recall_at_1_per_edit"][edit] for edit in padded_edits
+            },
+            "trim_borders": trim,
+        }
     if arguments.out is not None:
         arguments.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -438,7 +422,12 @@ def main() -> None:
         }
         arguments.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except MeasurementError as error:
+        print(f"error: the measurement cannot be made: {error}", file=sys.stderr)
+        sys.exit(1)

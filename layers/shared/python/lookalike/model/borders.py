@@ -39,36 +39,78 @@ def _leading(lines: npt.NDArray[np.bool_]) -> int:
     return int(non_border[0]) if len(non_border) else len(lines)
 
 
+# Padding can be nested (a white packshot pasted onto a dark canvas): look again, a few times.
+MAX_PASSES = 4
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
 def trim_uniform_border(image: Image.Image) -> Image.Image:
-    """The image without its near-uniform border, or the image itself when there is none."""
+    """The image without its near-uniform border(s), or the image itself when there is none."""
+    full: Box = (0, 0, image.width, image.height)
+    box, outer, line = full, full, (0.0, 0.0)
+    for _ in range(MAX_PASSES):
+        # After a border, look again one thumbnail line further in: the line where the border
+        # met the content is a blend of both and would hide a second border behind it.
+        shrink_x, shrink_y = int(np.ceil(line[0])), int(np.ceil(line[1]))
+        probe = (box[0] + shrink_x, box[1] + shrink_y, box[2] - shrink_x, box[3] - shrink_y)
+        if probe[2] - probe[0] < MIN_KEPT_FRACTION * image.width or (
+            probe[3] - probe[1] < MIN_KEPT_FRACTION * image.height
+        ):
+            break
+        found = _tight_box(image if probe == full else image.crop(probe))
+        if found is None:
+            break
+        (left, top, right, bottom), found_line = found
+        inner = (probe[0] + left, probe[1] + top, probe[0] + right, probe[1] + bottom)
+        if inner[2] - inner[0] < MIN_KEPT_FRACTION * image.width or (
+            inner[3] - inner[1] < MIN_KEPT_FRACTION * image.height
+        ):
+            break
+        outer, box, line = probe, inner, found_line
+    if box == full:
+        return image
+    # One thumbnail line of margin on every side, inside the innermost border: the last border
+    # line may hold the object's anti-aliased edge.
+    margin_x, margin_y = int(np.ceil(line[0])), int(np.ceil(line[1]))
+    return image.crop(
+        (
+            max(outer[0], box[0] - margin_x),
+            max(outer[1], box[1] - margin_y),
+            min(outer[2], box[2] + margin_x),
+            min(outer[3], box[3] + margin_y),
+        )
+    )
+
+
+def _tight_box(image: Image.Image) -> tuple[Box, tuple[float, float]] | None:
+    """The box inside one border of one colour (no margin) and the size of one thumbnail line in
+    pixels, or None when there is no such border or trimming it would leave too little."""
     thumbnail = image.convert("RGB")
     thumbnail.thumbnail((SEARCH_SIDE, SEARCH_SIDE), Image.Resampling.BILINEAR)
     pixels = np.asarray(thumbnail, dtype=np.int16)
     height, width = pixels.shape[:2]
     if height < 8 or width < 8:
-        return image
+        return None
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     colour = np.median(corners, axis=0)
     if np.abs(corners - colour).max() > COLOUR_TOLERANCE:
-        return image
+        return None
     is_border = np.abs(pixels - colour).max(axis=2) <= COLOUR_TOLERANCE
     rows = _border_lines(is_border, axis=1)
     columns = _border_lines(is_border, axis=0)
-    # One thumbnail line of margin on every trimmed side: the last border line may hold the
-    # object's anti-aliased edge.
-    top = max(0, _leading(rows) - 1)
-    bottom = height - max(0, _leading(rows[::-1]) - 1)
-    left = max(0, _leading(columns) - 1)
-    right = width - max(0, _leading(columns[::-1]) - 1)
+    top, bottom = _leading(rows), height - _leading(rows[::-1])
+    left, right = _leading(columns), width - _leading(columns[::-1])
     if (top, bottom, left, right) == (0, height, 0, width):
-        return image
+        return None
     if bottom - top < MIN_KEPT_FRACTION * height or right - left < MIN_KEPT_FRACTION * width:
-        return image
+        return None
     scale_x, scale_y = image.width / width, image.height / height
+    # Rounded inwards: the box holds no pixel of a border line (the margin is added at the end).
     box = (
-        int(np.floor(left * scale_x)),
-        int(np.floor(top * scale_y)),
-        min(image.width, int(np.ceil(right * scale_x))),
-        min(image.height, int(np.ceil(bottom * scale_y))),
+        int(np.ceil(left * scale_x)),
+        int(np.ceil(top * scale_y)),
+        int(np.floor(right * scale_x)),
+        int(np.floor(bottom * scale_y)),
     )
-    return image.crop(box)
+    return box, (scale_x, scale_y)

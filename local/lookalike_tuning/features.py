@@ -1,0 +1,87 @@
+"""Backbone features of training views, computed once with the production embedder and cached.
+
+View 0 of every image is the photo as ingest sees it; views 1.. are random augmentations
+(lookalike_tuning.augment). The cache file (.npz under the cache folder) is keyed by a hash of
+the model card, the variant, the image list with the images' bytes, the view count and the seed,
+so a changed photo or model never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from lookalike_tuning.augment import random_view
+from lookalike_tuning.datasets import LabelledImage
+from lookalike_tuning.production import Embedder, decode_file_bytes, decode_full, trim_uniform_border
+
+FloatArray = npt.NDArray[np.float32]
+# Bump when augment.py changes what a view is: old caches then stop matching.
+AUGMENTATION_VERSION = 1
+CHUNK = 32
+
+
+def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed: int, trim: bool) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{embedder.card.card_sha256}|{embedder.model_version}|{views}|{seed}|{trim}".encode())
+    if trim:  # a changed trimming changes every view
+        digest.update(inspect.getsource(sys.modules[trim_uniform_border.__module__]).encode())
+    digest.update(f"|augment-{AUGMENTATION_VERSION}".encode())
+    for image in images:
+        digest.update(image.key.encode())
+        digest.update(hashlib.sha256(image.path.read_bytes()).digest())
+    return digest.hexdigest()[:24]
+
+
+def view_images(data: bytes, views: int, rng: np.random.Generator, trim: bool) -> list[Image.Image]:
+    clean = decode_file_bytes(data)
+    full = decode_full(data) if views > 1 else clean
+    result = [clean] + [random_view(full, rng) for _ in range(views - 1)]
+    return [trim_uniform_border(view) for view in result] if trim else result
+
+
+def compute_features(
+    images: list[LabelledImage],
+    embedder: Embedder,
+    *,
+    views: int,
+    seed: int,
+    cache_dir: Path | None,
+    trim: bool = False,
+    progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> FloatArray:
+    """[images, views, dim] unit-length backbone embeddings."""
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = cache_dir / f"features-{cache_key(embedder, images, views, seed, trim)}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file) as stored:
+                progress(f"features: cached {cache_file}")
+                return np.asarray(stored["features"], dtype=np.float32)
+    started = time.perf_counter()
+    out = np.empty((len(images), views, embedder.dimension), dtype=np.float32)
+    for start in range(0, len(images), CHUNK):
+        batch: list[Image.Image] = []
+        for index in range(start, min(start + CHUNK, len(images))):
+            rng = np.random.default_rng([seed, index])
+            batch += view_images(images[index].path.read_bytes(), views, rng, trim)
+        vectors = embedder.embed(batch).vectors
+        out[start : start + len(batch) // views] = vectors.reshape(-1, views, embedder.dimension)
+        done = min(start + CHUNK, len(images))
+        if done == len(images) or (start // CHUNK) % 10 == 0:
+            seconds = time.perf_counter() - started
+            progress(f"features: {done}/{len(images)} images x {views} views, {seconds:.0f} s")
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(".partial.npz")
+        np.savez(partial, features=out)
+        partial.replace(cache_file)
+    return out

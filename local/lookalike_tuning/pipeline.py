@@ -1,0 +1,306 @@
+"""The tune run: data -> split by product -> cached features -> head -> ONNX files -> held-out
+figures of base and tuned (through the production embedder, on the written files) -> model card.
+
+Everything is written into a temporary folder next to the destination and renamed at the end:
+a failure or a refusal leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike_tuning.augment import random_view
+from lookalike_tuning.compose import compose, output_dimension, quantize_int8
+from lookalike_tuning.datasets import (
+    LabelledImage,
+    Pair,
+    Split,
+    read_labelled_folder,
+    read_pairs_csv,
+    split_by_product,
+)
+from lookalike_tuning.features import compute_features
+from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
+from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
+from lookalike_tuning.production import (
+    BASE_MODEL_DIR,
+    MODEL_CARD_FILE,
+    Embedder,
+    ModelCard,
+    decode_full,
+    load_model_card,
+)
+
+# The base model's int8 gate (scripts/export_model.py): below it the card defaults to fp32.
+MIN_INT8_COSINE_MEAN = 0.97
+# Near-duplicate recall@1 may drop by at most this much before the model counts as worse.
+NEARDUP_TOLERANCE = 0.005
+
+
+class RefusedError(RuntimeError):
+    """The tuned model is worse than the base on held-out data (figures attached)."""
+
+    def __init__(self, reasons: list[str], summary: dict[str, Any]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+        self.summary = summary
+
+
+@dataclass(frozen=True, slots=True)
+class TuneOptions:
+    dataset_dir: Path
+    out_dir: Path
+    name: str = "tuned"
+    pairs_csv: Path | None = None
+    holdout_classes: tuple[str, ...] = ()
+    test_fraction: float = 0.2
+    views: int = 3
+    neardup_originals: int = 60
+    calibration_views: int = 50
+    threads: int = 2
+    cache_dir: Path | None = None
+    trim_borders: bool = False
+    min_map_gain: float = 0.0
+    base_weight: float = 0.0  # > 0: concatenate the fixed PCA part (compose.compose)
+    force: bool = False
+    base_model_dir: Path | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class TuneOutcome:
+    summary: dict[str, Any]  # the JSON line
+    base_embeddings: np.ndarray[Any, np.dtype[np.float32]]
+    tuned_embeddings: np.ndarray[Any, np.dtype[np.float32]]
+    heldout_labels: list[str]
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def training_data(split: Split, features: np.ndarray[Any, Any], pairs: list[Pair]) -> TrainingData:
+    categories = {name: index for index, name in enumerate(sorted({i.category for i in split.train}))}
+    products = {name: index for index, name in enumerate(sorted({i.product for i in split.train}))}
+    first: list[int] = []
+    second: list[int] = []
+    similar: list[bool] = []
+    if pairs:
+        position = {image.key: index for index, image in enumerate(split.train)}
+        kept = [pair for pair in pairs if pair.key_a in position and pair.key_b in position]
+        log(f"pairs: {len(kept)} of {len(pairs)} inside the training part (the rest touch held-out images)")
+        first = [position[pair.key_a] for pair in kept]
+        second = [position[pair.key_b] for pair in kept]
+        similar = [pair.similar for pair in kept]
+    return TrainingData(
+        features=features,
+        categories=np.array([categories[i.category] for i in split.train], dtype=np.int64),
+        products=np.array([products[i.product] for i in split.train], dtype=np.int64),
+        pair_first=np.array(first, dtype=np.int64),
+        pair_second=np.array(second, dtype=np.int64),
+        pair_similar=np.array(similar, dtype=bool),
+    )
+
+
+def calibration_batch(
+    images: list[LabelledImage], embedder: Embedder, count: int, seed: int
+) -> np.ndarray[Any, Any]:
+    """Preprocessed augmented training views: the activation ranges of the int8 variant."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    views = [random_view(decode_full(images[int(i)].path.read_bytes()), rng) for i in chosen]
+    return embedder.preprocess(views)
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    return {"file": path.name, "sha256": digest, "bytes": path.stat().st_size}
+
+
+def write_card(folder: Path, card: dict[str, Any]) -> None:
+    (folder / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+
+
+def base_card_fields(base: ModelCard, output_dim: int) -> dict[str, Any]:
+    raw = base.raw
+    return {
+        "input": raw["input"],
+        "preprocessing": raw["preprocessing"],
+        "outputs": {
+            "embedding": {
+                "name": "embedding",
+                "shape": ["N", output_dim],
+                "note": "tuned projection head on the base model's embedding, L2-normalised in the graph",
+            }
+        },
+    }
+
+
+def verdict(base: dict[str, Any], tuned: dict[str, Any], min_map_gain: float) -> list[str]:
+    """Why the tuned model is worse than the base (empty: it is not)."""
+    reasons = []
+    if tuned["category_map_at_10"] < base["category_map_at_10"] + min_map_gain:
+        reasons.append(
+            f"category mAP@10 {tuned['category_map_at_10']:.4f} < base {base['category_map_at_10']:.4f}"
+            + (f" + required gain {min_map_gain}" if min_map_gain else "")
+        )
+    if tuned["neardup_recall_at_1"] < base["neardup_recall_at_1"] - NEARDUP_TOLERANCE:
+        reasons.append(
+            f"near-duplicate recall@1 {tuned['neardup_recall_at_1']:.4f} more than {NEARDUP_TOLERANCE} "
+            f"below base {base['neardup_recall_at_1']:.4f}"
+        )
+    return reasons
+
+
+def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> TuneOutcome:
+    started = now()
+    if options.out_dir.exists():
+        raise FileExistsError(f"{options.out_dir} exists: choose a new folder (a model version is immutable)")
+    dataset = read_labelled_folder(options.dataset_dir)
+    if dataset.unreadable:
+        log(f"skipped {len(dataset.unreadable)} unreadable images: {', '.join(dataset.unreadable)}")
+    known = {image.key for image in dataset.images}
+    pairs = read_pairs_csv(options.pairs_csv, known) if options.pairs_csv is not None else []
+    split = split_by_product(
+        dataset.images,
+        test_fraction=options.test_fraction,
+        seed=options.training.seed,
+        holdout_classes=options.holdout_classes,
+    )
+    log(
+        f"dataset: {len(dataset.images)} images, {len(dataset.categories)} classes; "
+        f"train {len(split.train)}, held out {len(split.test)}"
+    )
+    base_dir = options.base_model_dir or BASE_MODEL_DIR
+    base_card = load_model_card(base_dir)
+    base_embedder = Embedder(base_card, variant="fp32", threads=options.threads)
+    features = compute_features(
+        split.train,
+        base_embedder,
+        views=options.views,
+        seed=options.training.seed,
+        cache_dir=options.cache_dir,
+        trim=options.trim_borders,
+    )
+    feature_seconds = now() - started
+    data = training_data(split, features, pairs)
+    result: TrainingResult = fit(data, options.training)
+    log(
+        f"trained {result.steps} steps in {result.seconds:.1f} s, "
+        f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
+    )
+
+    options.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{options.out_dir.name}.partial-", dir=options.out_dir.parent))
+    try:
+        fp32_path = scratch / f"{options.name}_fp32.onnx"
+        int8_path = scratch / f"{options.name}_int8.onnx"
+        compose(base_card.variant("fp32").path, result.head, fp32_path, base_weight=options.base_weight)
+        dimension = output_dimension(result.head, options.base_weight)
+        calibration = calibration_batch(
+            split.train, base_embedder, options.calibration_views, options.training.seed
+        )
+        quantize_int8(fp32_path, int8_path, base_card.input_name, calibration)
+        fp32_entry = file_entry(fp32_path)
+        version = f"{base_card.model_version}+tuned-{fp32_entry['sha256'][:10]}"
+        card: dict[str, Any] = {
+            "model_version": version,
+            "description": (
+                f"{base_card.model_version} with a projection head tuned on {options.dataset_dir.name}"
+            ),
+            **base_card_fields(base_card, dimension),
+            "variants": {"fp32": fp32_entry, "int8": file_entry(int8_path)},
+            "default_variant": base_card.default_variant,
+        }
+        write_card(scratch, card)  # loadable now: the figures below run the written files
+
+        heldout = build_heldout_set(
+            split.test, neardup_count=options.neardup_originals, seed=options.training.seed
+        )
+        figures = {}
+        embeddings = {}
+        for label, folder in (("base", base_dir), ("tuned", scratch)):
+            figures[label], embeddings[label] = evaluate_model(
+                folder, heldout, variant="fp32", threads=options.threads, trim=options.trim_borders
+            )
+        agreement = int8_agreement(scratch, split.test, options.threads, seed=options.training.seed)
+        card["variants"]["int8"]["quantization"] = {
+            "method": "static QDQ",
+            "per_channel": True,
+            "calibration_images": len(calibration),
+            "calibration_source": "augmented views of the training images (lookalike_tuning.augment)",
+            **agreement,
+        }
+        if agreement["cosine_to_fp32_mean"] < MIN_INT8_COSINE_MEAN:
+            card["default_variant"] = "fp32"
+        card |= {
+            "parent": {"model_version": base_card.model_version, "card_sha256": base_card.card_sha256},
+            "embedding_dim": dimension,
+            "data": {
+                "source": str(options.dataset_dir.name),
+                "counts_per_class": dataset.counts(),
+                "images": len(dataset.images),
+                "training_list_sha256": dataset.list_sha256(),
+                "train_images": len(split.train),
+                "heldout_images": len(split.test),
+                "heldout_split": "classes " + ",".join(split.holdout_classes)
+                if split.holdout_classes
+                else f"by product, {options.test_fraction:.0%} of each class's products",
+                "unreadable_skipped": dataset.unreadable,
+                "pairs_csv": options.pairs_csv.name if options.pairs_csv else None,
+            },
+            "training": {
+                "loss": "SupCon(category)*category_weight + SupCon(product/instance views)*instance_weight"
+                + (" + pair contrastive*pair_weight" if options.pairs_csv else ""),
+                "head": "z = x P + c + relu(x W1 + b1) W2 + b2, y = z/|z| (x: base embedding, L2-normalised)",
+                "views_per_image": options.views,
+                "base_weight": options.base_weight,
+                "trim_borders": options.trim_borders,
+                "steps": result.steps,
+                "loss_first": round(result.first_loss, 4),
+                "loss_last": round(result.last_loss, 4),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                **options.training.as_card(),
+            },
+            "heldout_metrics": {"base": figures["base"], "tuned": figures["tuned"]},
+        }
+        write_card(scratch, card)
+        loaded = load_model_card(scratch)
+        if loaded.embedding_dim != dimension:
+            raise RuntimeError("the written card does not load with the head's dimension")
+        reasons = verdict(figures["base"], figures["tuned"], options.min_map_gain)
+        summary: dict[str, Any] = {
+            "model_version": version,
+            "out_dir": str(options.out_dir),
+            "train_images": len(split.train),
+            "heldout_images": len(split.test),
+            "base": {k: v for k, v in figures["base"].items() if k != "neardup_recall_at_1_per_edit"},
+            "tuned": {k: v for k, v in figures["tuned"].items() if k != "neardup_recall_at_1_per_edit"},
+            "int8": agreement,
+            "feature_seconds": round(feature_seconds, 1),
+            "train_seconds": round(result.seconds, 1),
+            "seconds": round(now() - started, 1),
+            "written": not reasons or options.force,
+            "refused_because": reasons,
+        }
+        if reasons and not options.force:
+            raise RefusedError(reasons, summary)
+        scratch.rename(options.out_dir)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    labels = [image.category for image in split.test]
+    return TuneOutcome(summary, embeddings["base"], embeddings["tuned"], labels)

@@ -1,0 +1,110 @@
+"""scripts/eval_quality.py: --dataset on any labelled folder, and a fallback that cannot print a
+wrong number (no copies of an original among the distractors, no single-image class)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from lookalike_local.catalogue import catalogue
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "eval_quality.py"
+
+
+@pytest.fixture(scope="module")
+def eval_quality() -> Iterator[ModuleType]:
+    """The script as a module (registered while in use: its dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location("eval_quality_under_test", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_fallback_distractors_hold_no_copy_of_an_original(eval_quality: ModuleType) -> None:
+    labelled = eval_quality.catalogue_items()
+    originals, queries = eval_quality.neardup_sets([])
+    distractors = eval_quality.distractors_for(labelled, originals)
+    original_files = {item.origin for item in originals}
+    assert original_files >= {"chelsea.png", "coffee.png", "grace_hopper.jpg"}
+    assert distractors, "the fallback still has distractors"
+    # Before the fix, the catalogue's re-encoded front views of chelsea, coffee, ... were here.
+    assert not [item.name for item in distractors if item.origin in original_files]
+    assert {item.origin for item in distractors} >= {"moon.png", "brick.png"}
+    assert len(queries) == 20 * len(originals)
+
+
+def test_fallback_leaves_out_single_image_classes(eval_quality: ModuleType) -> None:
+    labelled = eval_quality.catalogue_items()
+    sizes = {label: sum(item.label == label for item in labelled) for label in {i.label for i in labelled}}
+    assert min(sizes.values()) >= 2
+    assert "collectibles" not in sizes  # the coin set is the only photo of its class
+
+
+def test_padded_copies_are_added_on_request(eval_quality: ModuleType) -> None:
+    _, plain = eval_quality.neardup_sets([])
+    _, padded = eval_quality.neardup_sets([], padded=True)
+    extra = {item.name.split("#", 1)[1] for item in padded} - {item.name.split("#", 1)[1] for item in plain}
+    assert extra == {"pad60-dark", "pad60-white"}
+
+
+def labelled_folder(root: Path, skip: set[str]) -> Path:
+    for obj in catalogue():
+        if obj.category in skip or "truncated" in obj.filename:
+            continue
+        path = root / obj.category / obj.product_id / obj.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(obj.body())
+    return root
+
+
+def test_dataset_mode_prints_the_figures_of_any_labelled_folder(tmp_path: Path) -> None:
+    folder = labelled_folder(tmp_path / "data", skip={"collectibles"})
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dataset", str(folder), "--variant", "fp32"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(result) == {
+        "images",
+        "classes",
+        "map_at_10",
+        "precision_at_10",
+        "precision_at_1",
+        "model_version",
+    }
+    assert result["images"] == len([o for o in catalogue() if o.category != "collectibles"]) - 1
+    assert result["classes"] == 10
+    assert 0.0 < result["map_at_10"] <= 1.0
+    assert result["model_version"].endswith("/fp32/squash")
+
+
+def test_dataset_mode_refuses_a_single_image_class(tmp_path: Path) -> None:
+    folder = labelled_folder(tmp_path / "data", skip=set())  # collectibles: one photo
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dataset", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "collectibles (1)" in completed.stderr

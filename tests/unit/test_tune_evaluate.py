@@ -1,0 +1,78 @@
+"""Retrieval metrics: hand-checked values, and loud failures where a figure cannot be computed."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from lookalike_tuning.evaluate import (
+    MeasurementError,
+    category_metrics,
+    neardup_metrics,
+    product_recall_at_1,
+    same_vs_different_similarities,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def points(*angles_degrees: float) -> npt.NDArray[np.float32]:
+    """Unit vectors on a circle: neighbours by angle, easy to reason about."""
+    radians = np.radians(angles_degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+def test_category_metrics_on_a_hand_checked_example() -> None:
+    # a a b b: b0 (at 100 deg) is nearer to a1 (at 10) and a0 than to b1 (at 210).
+    embeddings = points(0, 10, 100, 210)
+    metrics = category_metrics(embeddings, ["a", "a", "b", "b"])
+    # Neighbour order: a0: a1,b0,b1  a1: a0,b0,b1  b0: a1,a0,b1  b1: b0,a0,a1
+    # AP: a0 1, a1 1, b0 (hit at rank 3: 1/3) / 1, b1 1 -> mAP = (3 + 1/3) / 4
+    assert metrics.map_at_10 == pytest.approx((3 + 1 / 3) / 4)
+    assert metrics.precision_at_1 == pytest.approx(3 / 4)
+    assert metrics.queries == 4
+
+
+def test_a_single_image_class_fails_loudly_instead_of_printing_nan() -> None:
+    embeddings = points(0, 10, 100)
+    with pytest.raises(MeasurementError, match="single image cannot be scored: b"):
+        category_metrics(embeddings, ["a", "a", "b"])
+    # Held-out evaluation may leave such queries out, counted, when others remain.
+    skipped = category_metrics(embeddings, ["a", "a", "b"], skip_unanswerable=True)
+    assert skipped.queries == 2
+    assert np.isfinite(skipped.map_at_10)
+
+
+def test_one_class_or_no_answerable_query_fails() -> None:
+    with pytest.raises(MeasurementError, match="two classes"):
+        category_metrics(points(0, 10), ["a", "a"])
+    with pytest.raises(MeasurementError, match="no query"):
+        category_metrics(points(0, 10), ["a", "b"], skip_unanswerable=True)
+
+
+def test_product_recall_counts_only_products_with_several_photos() -> None:
+    embeddings = points(0, 5, 50, 120, 125)
+    # p1: 0, 50 (nearest of 0 is 5: a miss; of 50 is 5: a miss); p2: 120, 125 (hits); q: 5 alone.
+    result = product_recall_at_1(embeddings, ["p1", "q", "p1", "p2", "p2"])
+    assert result == (pytest.approx(0.5), 4)
+    assert product_recall_at_1(embeddings, ["a", "b", "c", "d", "e"]) is None
+
+
+def test_neardup_ranks_and_recall() -> None:
+    database = points(0, 90, 180)
+    queries = points(10, 80, 150)  # third query is nearer 180 (its target) than 90
+    result = neardup_metrics(queries, database, np.array([0, 1, 1]))
+    assert result.ranks.tolist() == [1, 1, 2]
+    assert result.recall_at_1 == pytest.approx(2 / 3)
+    assert result.mean_reciprocal_rank == pytest.approx((1 + 1 + 0.5) / 3)
+    with pytest.raises(MeasurementError):
+        neardup_metrics(queries[:0], database, np.array([], dtype=np.int64))
+
+
+def test_same_and_different_class_similarities_split_every_pair() -> None:
+    embeddings = points(0, 10, 100, 110)
+    same, different = same_vs_different_similarities(embeddings, ["a", "a", "b", "b"])
+    assert len(same) == 2
+    assert len(different) == 4
+    assert same.min() > different.max()
