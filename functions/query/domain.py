@@ -21,6 +21,7 @@ from lookalike.ports import FetchedObject, ObjectTooLarge, TransientError
 from lookalike.search import ProductNotFoundError, registry_status, search_by_image, similar_products
 from lookalike.settings import SettingsError, get_settings
 from lookalike.store import MAX_K, Neighbour, NoActiveModelError, SearchParameters, StoredImage
+from lookalike.store.search import ModelNoLongerActiveError
 from lookalike_aws.runtime import get_search, get_store
 from lookalike_aws.s3 import S3ObjectSource, presigned_upload
 
@@ -35,6 +36,7 @@ __all__ = [
     "ImageRejected",
     "ImageTooLarge",
     "InvalidCursorError",
+    "ModelNoLongerActiveError",
     "Neighbour",
     "NoActiveModelError",
     "NotAnImage",

@@ -21,6 +21,7 @@ from domain import (
     ImageRejected,
     ImageTooLarge,
     InvalidCursorError,
+    ModelNoLongerActiveError,
     NoActiveModelError,
     NotAnImage,
     ProductNotFoundError,
@@ -101,6 +102,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     psycopg.OperationalError: UNAVAILABLE,
     # A new deployment before its first ingest has registered the model (docs/MODELS.md).
     NoActiveModelError: UNAVAILABLE,
+    # Models switched twice during one query (each search retries once with the new one).
+    ModelNoLongerActiveError: UNAVAILABLE,
     TransientError: UNAVAILABLE,
 }
 

@@ -21,6 +21,7 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from lookalike.ports import EventOrder, ObjectRef
+from lookalike.search import similar_products
 from lookalike.store import (
     ImageRecord,
     ModelRef,
@@ -32,7 +33,7 @@ from lookalike.store import (
     Store,
     VectorSearch,
 )
-from lookalike.store.search import search_statement
+from lookalike.store.search import ModelNoLongerActiveError, search_statement
 
 FloatArray = npt.NDArray[np.float32]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -321,3 +322,29 @@ def test_tombstones_and_rejections_delete_every_models_vectors(store: Store, two
             "WHERE i.key IN ('k01', 'k02')"
         ).fetchone()
     assert left == (0,)
+
+
+def test_a_switch_made_elsewhere_is_noticed_by_the_next_search(store: Store, two_models: Any) -> None:
+    """The process keeps the active model it read; a search made `while_active` checks in its own
+    statement that the model still is, so a switch by another process (the CLI) is noticed on
+    the next query: the old model's search raises, and the use-case retries with the new one."""
+    a, b, vectors_a, vectors_b = two_models
+    search, follower = VectorSearch(store), VectorSearch(store)
+    assert search.active_model() == follower.active_model() == a.ref
+    assert search.nearest(vectors_a[2], SearchParameters(k=3), model=a.ref, while_active=True)[0].key == "k02"
+    other = Store(store_url(store))
+    try:
+        ModelRegistry(other).activate(B, force=True)  # another process switches
+    finally:
+        other.close()
+    assert search.active_model() == a.ref  # still the remembered one: no registry read per query
+    with pytest.raises(ModelNoLongerActiveError):
+        search.nearest(vectors_a[2], SearchParameters(k=3), model=a.ref, while_active=True)
+    assert search.active_model() == b.ref  # the failed search made it read the registry again
+    # The use case follows the switch by itself (its first try, with A, is refused and it tries
+    # again with B): the answer is by B, never by A's vectors.
+    result = similar_products("k04", SearchParameters(k=3), search=follower)
+    assert result.model == b.ref
+    for neighbour in result.neighbours:
+        index = int(neighbour.key[1:])
+        assert neighbour.similarity == pytest.approx(float(vectors_b[index] @ vectors_b[4]), abs=2e-3)

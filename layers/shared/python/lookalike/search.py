@@ -6,7 +6,8 @@ and asks, so the same calls serve the API, the local stack and the benchmarks.
 Every search uses the registry's active model: the photo is embedded with that model's embedder
 and only that model's vectors are searched (`SearchResult.model` says which one), so a switch
 (`scripts/models.py activate` / `rollback`) takes effect on the next query and a ranking never
-mixes two models.
+mixes two models. The process remembers the active model; each search checks, in its own
+statement, that it still is, and on a switch embeds again with the new one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from lookalike.store import (
     SearchParameters,
     VectorSearch,
 )
+from lookalike.store.search import ModelNoLongerActiveError
+
+# A switch noticed by a search is followed by one more try with the new active model; two
+# switches within one query's milliseconds end in the error (a 503 to try again).
+SWITCH_RETRIES = 1
 
 
 class ProductNotFoundError(LookupError):
@@ -49,25 +55,42 @@ def search_by_image(
     """Nearest products to an uploaded photo, by the active model; raises `ImageRejected` for a
     bad image, `NoActiveModelError` before any model is active."""
     decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    model = search.active_model()
-    if model is None:
-        raise NoActiveModelError("no model is active: register and activate one (scripts/models.py)")
-    vector = embedder_for(model.version).embed([decoded.image]).vectors[0]
-    # The model is named explicitly: a switch between the two calls cannot mix the photo's
-    # vector of one model with the catalogue's of another.
-    return SearchResult(search.nearest(vector, parameters, model=model), model)
+    for attempt in range(SWITCH_RETRIES + 1):
+        model = _active(search)
+        vector = embedder_for(model.version).embed([decoded.image]).vectors[0]
+        try:
+            # The search answers only while `model` is still the active one, so the photo's vector
+            # and the catalogue's are always of the same model, the active one.
+            return SearchResult(search.nearest(vector, parameters, model=model, while_active=True), model)
+        except ModelNoLongerActiveError:
+            if attempt == SWITCH_RETRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def similar_products(product_id: str, parameters: SearchParameters, *, search: VectorSearch) -> SearchResult:
     """Nearest other products to a catalogued one, by the active model; raises
     `ProductNotFoundError`."""
+    for attempt in range(SWITCH_RETRIES + 1):
+        model = _active(search)
+        try:
+            neighbours = search.similar_to_product(product_id, parameters, model=model, while_active=True)
+        except ModelNoLongerActiveError:
+            if attempt == SWITCH_RETRIES:
+                raise
+            continue
+        if neighbours is None:
+            raise ProductNotFoundError(product_id)
+        return SearchResult(neighbours, model)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _active(search: VectorSearch) -> ModelRef:
     model = search.active_model()
     if model is None:
+        search.forget_active_model()  # a later query finds the bootstrap's model
         raise NoActiveModelError("no model is active: register and activate one (scripts/models.py)")
-    neighbours = search.similar_to_product(product_id, parameters, model=model)
-    if neighbours is None:
-        raise ProductNotFoundError(product_id)
-    return SearchResult(neighbours, model)
+    return model
 
 
 def registry_status(search: VectorSearch) -> list[dict[str, Any]]:

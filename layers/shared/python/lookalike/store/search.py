@@ -48,6 +48,11 @@ class NoActiveModelError(LookupError):
     """No model is active yet: nothing can be searched (a new deployment before its bootstrap)."""
 
 
+class ModelNoLongerActiveError(LookupError):
+    """The model a search was made for stopped being the active one (a switch happened since the
+    process last read it): the caller embeds with the new active model and searches again."""
+
+
 # The most products one search returns (the API's limit, and the pool's starting point).
 MAX_K: Final = 100
 # hnsw.ef_search accepts at most 1000; beyond that a query is a scan.
@@ -98,24 +103,48 @@ class VectorSearch:
         self.store = store
         self.ef_search = ef_search
         self.exact_category_threshold = exact_category_threshold
+        # The active model as this process last read it. Searches made `while_active` check, in
+        # their own statement, that it still is (a switch is then noticed on the next query
+        # without a registry read per query).
+        self._active: ModelRef | None = None
 
     def nearest(
-        self, embedding: FloatArray, parameters: SearchParameters, *, model: ModelRef | None = None
+        self,
+        embedding: FloatArray,
+        parameters: SearchParameters,
+        *,
+        model: ModelRef | None = None,
+        while_active: bool = False,
     ) -> list[Neighbour]:
         """The k nearest products to an embedding of `model` (default: the active one) by
-        cosine distance, each once (by its best image)."""
+        cosine distance, each once (by its best image). `while_active`: raise
+        `ModelNoLongerActiveError` instead of answering if `model` is no longer the active one
+        when the search runs (the answer and the check are one statement)."""
 
         def run(connection: psycopg.Connection[TupleRow]) -> list[Neighbour]:
             chosen = model or _require_active(connection)
-            return self._nearest(connection, chosen, to_halfvec(embedding, chosen.dimension), parameters)
+            query = to_halfvec(embedding, chosen.dimension)
+            return self._nearest(connection, chosen, query, parameters, while_active=while_active)
 
         return self.store.run(run)
 
     def active_model(self) -> ModelRef | None:
-        return self.store.run(active_model, vector=False)
+        """The active model as this process last read it (read once, then kept until a search
+        made `while_active` finds it switched: `forget_active_model()`)."""
+        if self._active is None:
+            self._active = self.store.run(active_model, vector=False)
+        return self._active
+
+    def forget_active_model(self) -> None:
+        self._active = None
 
     def similar_to_product(
-        self, product_id: str, parameters: SearchParameters, *, model: ModelRef | None = None
+        self,
+        product_id: str,
+        parameters: SearchParameters,
+        *,
+        model: ModelRef | None = None,
+        while_active: bool = False,
     ) -> list[Neighbour] | None:
         """Products like this one (never itself); None if it has no embedded image.
 
@@ -140,7 +169,8 @@ class VectorSearch:
             norm = float(np.linalg.norm(mean))
             # Opposite views could cancel out exactly; the first image is the fallback then.
             query = mean / norm if norm > 1e-6 else embeddings[0]
-            return self._nearest(connection, chosen, to_halfvec(query, chosen.dimension), parameters)
+            vector = to_halfvec(query, chosen.dimension)
+            return self._nearest(connection, chosen, vector, parameters, while_active=while_active)
 
         return self.store.run(run)
 
@@ -205,6 +235,8 @@ class VectorSearch:
         model: ModelRef,
         query: HalfVector,
         parameters: SearchParameters,
+        *,
+        while_active: bool = False,
     ) -> list[Neighbour]:
         exact = self._exact(connection, parameters.category)
         statement = search_statement(
@@ -212,6 +244,7 @@ class VectorSearch:
             exact=exact,
             category=parameters.category is not None,
             exclude=parameters.exclude_product_id is not None,
+            while_active=while_active,
         )
         k, max_distance = parameters.k, parameters.max_distance
         pool = min(max(POOL_FACTOR * k, MIN_POOL), MAX_EF_SEARCH)
@@ -234,6 +267,10 @@ class VectorSearch:
                     "limit": pool,
                 },
             ).fetchall()
+            if while_active and not rows and active_model(connection) != model:
+                # The statement's guard emptied it: the model was switched.
+                self._active = None
+                raise ModelNoLongerActiveError(f"{model.version} is no longer the active model")
             # relaxed_order returns rows slightly out of order: sort (stable, cheap) before
             # keeping each product's best image.
             rows.sort(key=lambda row: row[4])
@@ -295,8 +332,12 @@ def _model_distance(model: ModelRef, alias: str, query: str) -> sql.Composed:
 
 
 @lru_cache(maxsize=256)
-def search_statement(model: ModelRef, *, exact: bool, category: bool, exclude: bool) -> sql.Composed:
+def search_statement(
+    model: ModelRef, *, exact: bool, category: bool, exclude: bool, while_active: bool = False
+) -> sql.Composed:
     """One fixed text per model and filter combination (so each can be a prepared statement).
+    `while_active` adds a guard: no rows unless the model is still the active one, checked in
+    the statement's own snapshot (one primary-key look-up, evaluated once).
 
     The exact path orders by `distance + 0`: an expression the HNSW index cannot serve, so the
     planner computes every distance of the category (through the category btree) and keeps
@@ -308,6 +349,12 @@ def search_statement(model: ModelRef, *, exact: bool, category: bool, exclude: b
         conditions.append(sql.SQL("i.category = %(category)s"))
     if exclude:
         conditions.append(sql.SQL("i.product_id <> %(exclude)s"))
+    if while_active:
+        conditions.append(
+            sql.SQL("EXISTS (SELECT 1 FROM models WHERE id = {} AND state = 'active')").format(
+                sql.Literal(model.id)
+            )
+        )
     distance = _model_distance(model, "e", "%(query)s")
     order = sql.SQL("({}) + 0").format(distance) if exact else distance
     return sql.SQL(
