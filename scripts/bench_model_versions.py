@@ -14,7 +14,8 @@ projection, as tests/integration/second_model.py builds one), to show the cost o
 
 Then, interleaved round by round (alternating order, so that both trees share the machine's
 noise), a fresh process per tree and round runs, through that tree's own code:
-- QUERIES `VectorSearch.nearest(k=10)` with vectors near stored rows (the default ef_search),
+- QUERIES `VectorSearch.nearest(k=10)` with vectors near stored rows (the default ef_search; after:
+  as the query function calls it, with the remembered active model checked by the statement),
   timed in the client (`query_ms`: round trips included), then the same queries' search statement
   under EXPLAIN ANALYZE (`query_server_ms`: planning + execution in the server alone);
 - WRITES single-image `Store.upsert_images` calls (one transaction each, as an ingest batch of
@@ -93,11 +94,20 @@ elif mode == "query":
     picks = rng.integers(0, rows, count)
     queries = data[picks] + rng.standard_normal((count, 1280)).astype(np.float32) * (0.3 / 1280 ** 0.5)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    search.nearest(queries[0], SearchParameters(k=10))  # connection, register_vector
+    # As the query function searches: the new schema's with the process's remembered active
+    # model, checked by the statement itself (lookalike.search), the old one's as it was.
+    if new_schema:
+        def nearest(query):
+            model = search.active_model()
+            return search.nearest(query, SearchParameters(k=10), model=model, while_active=True)
+    else:
+        def nearest(query):
+            return search.nearest(query, SearchParameters(k=10))
+    nearest(queries[0])  # connection, register_vector, the active model
     times, hits = [], 0
     for index, query in zip(picks, queries):
         started = time.perf_counter()
-        found = search.nearest(query, SearchParameters(k=10))
+        found = nearest(query)
         times.append((time.perf_counter() - started) * 1000)
         hits += found[0].product_id == f"p{index // 3}"
     result.update(query_ms=times, top1_own_product=hits / count)
@@ -110,7 +120,7 @@ elif mode == "query":
         with psycopg.connect(url) as connection:
             active = "SELECT id, version, dimension FROM models WHERE state = 'active'"
             model = ModelRef(*connection.execute(active).fetchone())
-        statement = search_statement(model, exact=False, category=False, exclude=False)
+        statement = search_statement(model, exact=False, category=False, exclude=False, while_active=True)
     else:
         statement = search_statement(exact=False, category=False, exclude=False)
     server = []
