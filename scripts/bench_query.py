@@ -49,9 +49,10 @@ from psycopg import sql
 
 from lookalike.images import decode_image
 from lookalike.model.embedder import get_embedder
+from lookalike.search import similar_products
 from lookalike.settings import get_settings
-from lookalike.store import EMBEDDING_DIM
-from lookalike_aws.runtime import get_store, reset_runtime
+from lookalike.store import EMBEDDING_DIM, SearchParameters
+from lookalike_aws.runtime import get_search, reset_runtime
 from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.http_api import http_api_event, match_route
@@ -236,9 +237,12 @@ def stored_vectors(url: str) -> tuple[npt.NDArray[np.str_], FloatArray]:
     with psycopg.connect(url) as connection:
         register_vector(connection)
         with connection.cursor() as cursor:
+            # The active model's vectors (the schema keeps one set per model version).
             query = (
-                "COPY (SELECT product_id, embedding FROM images WHERE status = 'embedded' "
-                "ORDER BY bucket, key) TO STDOUT WITH (FORMAT BINARY)"
+                "COPY (SELECT i.product_id, e.embedding FROM images AS i "
+                "JOIN embeddings AS e ON e.image_id = i.id "
+                "JOIN models AS m ON m.id = e.model_id AND m.state = 'active' "
+                "WHERE i.status = 'embedded' ORDER BY i.bucket, i.key) TO STDOUT WITH (FORMAT BINARY)"
             )
             with cursor.copy(query) as copy:
                 copy.set_types(["text", "halfvec"])
@@ -363,9 +367,9 @@ def ef_search_setting(value: int | None) -> Iterator[int]:
 
 
 def store_similar(product_id: str) -> tuple[list[str], float]:
-    """`Store.similar_to_product` alone, as the handler calls it (the process's store)."""
+    """`similar_products` alone, as the handler calls it (the process's searcher)."""
     started = time.perf_counter()
-    neighbours = get_store().similar_to_product(product_id, k=K)
+    neighbours = similar_products(product_id, SearchParameters(k=K), search=get_search()).neighbours
     elapsed_ms = (time.perf_counter() - started) * 1000
     assert neighbours is not None
     return [n.product_id for n in neighbours], elapsed_ms

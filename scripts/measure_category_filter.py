@@ -27,6 +27,7 @@ from pgvector.psycopg import register_vector
 from psycopg.conninfo import make_conninfo
 
 from lookalike.store import EMBEDDING_DIM, SearchParameters, Store, VectorSearch
+from lookalike.store.database import active_model
 from lookalike.store.search import search_statement
 from lookalike_local.bulk_load import BulkRow, reload_images
 from lookalike_local.embedded_db import ensure_database_url
@@ -97,7 +98,9 @@ def plan(url: str, query: npt.NDArray[np.float32], category: str, *, exact: bool
     with psycopg.connect(url) as connection:
         register_vector(connection)
         connection.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        statement = search_statement(exact=exact, category=True, exclude=False)
+        model = active_model(connection)
+        assert model is not None, "the bulk loader registers the model it loads"
+        statement = search_statement(model, exact=exact, category=True, exclude=False)
         rows = connection.execute(
             b"EXPLAIN (FORMAT JSON) " + statement.as_bytes(connection),
             {"query": HalfVector(query), "category": category, "exclude": None, "limit": 40},
@@ -162,7 +165,7 @@ def main() -> None:
         exact.store.close()
         iterative.store.close()
         results.append({"rows": rows, "hnsw_build_s": round(build_s, 1)})
-    print(json.dumps({"k": arguments.k, "queries": arguments.queries, "results": results}, indent=1))
+    print(json.dumps({"k": arguments.k, "queries": arguments.queries, "results": results}))
 
 
 if __name__ == "__main__":

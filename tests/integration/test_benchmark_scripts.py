@@ -1,0 +1,83 @@
+"""Every benchmark script, in a run small enough for the suite, so that none can rot: each must
+exit 0 and print its JSON last line with the fields docs/BENCHMARKS.md quotes. The full-size runs
+(the figures in docs/BENCHMARKS.md) are too slow for the suite; this is what keeps them runnable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def last_json_line(arguments: list[str], tmp_path: Path, timeout_s: float = 400) -> dict[str, Any]:
+    environment = {**os.environ, "LOOKALIKE_DATA_DIR": str(tmp_path / "data")}
+    environment.pop("DATABASE_URL", None)  # each script starts or joins its own scratch database
+    result = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines, result.stderr[-2000:]
+    parsed: dict[str, Any] = json.loads(lines[-1])
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fields"),
+    [
+        (
+            ["scripts/bench_query.py", "--rows", "1500", "--requests", "20", "--ef-search", "64"],
+            {"similar_p50_ms", "search_image_p50_ms", "recall_at_10", "sweep"},
+        ),
+        (
+            ["scripts/measure_storage.py", "--rows", "300", "--repeats", "3"],
+            {"default_storage", "connection"},
+        ),
+        (["scripts/measure_category_filter.py", "--rows", "1500", "--queries", "3"], {"results"}),
+        (["scripts/bench_cold_start.py", "--rounds", "1"], {"ingest", "query", "migrate"}),
+        (
+            ["scripts/bench_embed.py", "--rounds", "1", "--cold-starts", "1", "--decode-rounds", "1"],
+            {"ort_fp32_ms", "ort_int8_ms", "cold_start_ms"},
+        ),
+        (["scripts/bench_ingest.py", "--images", "6", "--timeout", "120"], {"images", "model_version"}),
+        (["scripts/bench_local_gateway.py", "--requests", "10"], {"variants"}),
+        (["scripts/bench_second_model.py", "--rounds", "1"], {"second_total_ms"}),
+        (
+            [
+                "scripts/bench_model_versions.py",
+                "--before",
+                "6e31b6c",
+                "--rows",
+                "300",
+                "--rounds",
+                "1",
+                "--queries",
+                "5",
+                "--writes",
+                "2",
+            ],
+            {"query_p50_ratio_after_before", "write_p50_ratio_after_before"},
+        ),
+    ],
+    ids=lambda value: Path(value[0]).stem if isinstance(value, list) else None,
+)
+def test_a_small_run_prints_its_json_last_line(
+    arguments: list[str], fields: set[str], tmp_path: Path
+) -> None:
+    if "--data-dir" not in arguments and Path(arguments[0]).stem in {"bench_query", "bench_model_versions"}:
+        arguments = [*arguments, "--data-dir", str(tmp_path / "bench")]
+    result = last_json_line(arguments, tmp_path)
+    assert fields <= set(result), sorted(result)
