@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from lookalike_local.embedded_db import EmbeddedPostgres
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -79,5 +81,10 @@ def test_a_small_run_prints_its_json_last_line(
 ) -> None:
     if "--data-dir" not in arguments and Path(arguments[0]).stem in {"bench_query", "bench_model_versions"}:
         arguments = [*arguments, "--data-dir", str(tmp_path / "bench")]
-    result = last_json_line(arguments, tmp_path)
+    try:
+        result = last_json_line(arguments, tmp_path)
+    finally:
+        # Benchmarks leave their embedded server running for the next run to reuse: not here.
+        for pid_file in tmp_path.rglob("postmaster.pid"):
+            EmbeddedPostgres(pid_file.parent).stop()
     assert fields <= set(result), sorted(result)
