@@ -3,9 +3,7 @@ PostgreSQL, the real models), resumable through the store, coverage printed at t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +15,7 @@ from second_model import model_dir_with_a_second_model
 from lookalike.settings import get_settings
 from lookalike.store import ModelRegistry, Store
 from lookalike_aws.runtime import reset_runtime
+from lookalike_local.lambda_runtime import load_module
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,13 +23,7 @@ SECOND = "projected-test/fp32/squash"
 
 
 def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO_ROOT / "scripts" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO_ROOT / "scripts" / f"{name}.py", f"{name}_cli")
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from lookalike.ports import EventOrder, ObjectRef
 from lookalike.settings import get_settings
 from lookalike.store import ImageRecord, Store
 from lookalike_local.catalogue import catalogue
+from lookalike_local.lambda_runtime import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Five visually unrelated products, 2-3 photos each (front, detail crop, mirror).
@@ -28,15 +27,7 @@ PRODUCTS = {"tabby-cat", "espresso-cup", "garden-flower", "gift-box", "hubble-de
 
 @pytest.fixture(scope="module")
 def cluster_map() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "cluster_map_script", REPO_ROOT / "scripts" / "cluster_map.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO_ROOT / "scripts" / "cluster_map.py", "cluster_map_script")
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ refusal with its exit code and message (nothing changed on a refusal)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +15,7 @@ from second_model import model_dir_with_a_second_model
 from lookalike.settings import get_settings
 from lookalike.store import ModelRegistry, Store
 from lookalike_aws.runtime import reset_runtime
+from lookalike_local.lambda_runtime import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECOND = "projected-test/fp32/squash"
@@ -24,13 +23,7 @@ SECOND = "projected-test/fp32/squash"
 
 @pytest.fixture(scope="module")
 def cli() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("models_cli", REPO_ROOT / "scripts" / "models.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO_ROOT / "scripts" / "models.py", "models_cli")
 
 
 @pytest.fixture
