@@ -27,8 +27,8 @@ draft mode, `Embedder.preprocess`, ONNX Runtime, L2-normalised rows, cosine simi
    the metric is an error, never a NaN.
 
 --padded adds padded copies (the photo at 60 % of a plain dark or white canvas) to the edits;
---trim-borders runs `lookalike.model.borders.trim_uniform_border` on every decoded image before
-embedding (the padding robustness measurement: with and without).
+--trim-borders makes every embedder trim plain borders (`lookalike.model.borders`) as a model
+card with `preprocessing.trim_borders` does (the padding robustness measurement: with and without).
 
 --dataset DIR measures category retrieval of any model folder on any labelled folder
 `DIR/<category>/[<product>/]<image>` and prints one JSON line
@@ -58,7 +58,6 @@ import numpy.typing as npt
 from PIL import Image
 
 from lookalike.images import decode_image
-from lookalike.model.borders import trim_uniform_border
 from lookalike.model.card import ResizeMode, load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_tuning.datasets import DatasetError, read_labelled_folder
@@ -183,15 +182,11 @@ def neardup_sets(stamps: list[Item], *, padded: bool = False) -> tuple[list[Item
 # --- embedding ------------------------------------------------------------------------------------
 
 
-def embed_all(
-    items: list[Item], embedders: dict[str, Embedder], chunk: int = 32, *, trim: bool = False
-) -> dict[str, FloatArray]:
+def embed_all(items: list[Item], embedders: dict[str, Embedder], chunk: int = 32) -> dict[str, FloatArray]:
     """Decode each image once (production decoder, draft mode on), embed with every configuration."""
     out: dict[str, list[FloatArray]] = {name: [] for name in embedders}
     for start in range(0, len(items), chunk):
         images = [decode_image(item.load(), **LIMITS).image for item in items[start : start + chunk]]
-        if trim:
-            images = [trim_uniform_border(image) for image in images]
         for name, embedder in embedders.items():
             out[name].append(embedder.embed(images).vectors)
     return {name: np.concatenate(parts) for name, parts in out.items()}
@@ -234,10 +229,13 @@ def evaluate_dataset(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     embedder = Embedder(
-        load_model_card(arguments.model_dir), variant=arguments.variant, threads=arguments.threads
+        load_model_card(arguments.model_dir),
+        variant=arguments.variant,
+        threads=arguments.threads,
+        trim_borders=True if arguments.trim_borders else None,
     )
     items = [Item(image.key, image.category, image.path.read_bytes) for image in dataset.images]
-    embeddings = embed_all(items, {"model": embedder}, trim=arguments.trim_borders)["model"]
+    embeddings = embed_all(items, {"model": embedder})["model"]
     category = category_metrics(embeddings, [item.label for item in items])
     print(
         json.dumps(
@@ -287,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     if default_name not in chosen:
         default_name = chosen[0]
     embedders = {
-        f"{variant}/{mode}": Embedder(card, variant=variant, resize_mode=mode, threads=arguments.threads)
+        f"{variant}/{mode}": Embedder(
+            card,
+            variant=variant,
+            resize_mode=mode,
+            threads=arguments.threads,
+            trim_borders=True if arguments.trim_borders else None,
+        )
         for variant, mode in CONFIGS
         if f"{variant}/{mode}" in chosen
     }
@@ -327,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     trim = arguments.trim_borders
-    labelled_embeddings = embed_all(labelled, embedders, trim=trim)
+    labelled_embeddings = embed_all(labelled, embedders)
     by_name = {item.name: index for index, item in enumerate(labelled)}
     extra = [item for item in originals if item.name not in by_name]
-    extra_embeddings = embed_all(extra, embedders, trim=trim)
-    query_embeddings = embed_all(queries, embedders, trim=trim)
+    extra_embeddings = embed_all(extra, embedders)
+    query_embeddings = embed_all(queries, embedders)
 
     results: dict[str, Any] = {}
     histogram: dict[str, list[float]] = {}

@@ -4,6 +4,11 @@ trained with contrastive losses, written as a new model folder with held-out bef
     .venv/bin/python scripts/tune.py --dataset DIR --out MODEL_DIR [--pairs PAIRS.csv]
         [--holdout-classes A,B] [--epochs N] [--dim 256] [--hidden 512] [--force] ...
     .venv/bin/python scripts/tune.py --fetch fashion-mnist|tuxpaint --data-out DIR [--per-class N]
+    .venv/bin/python scripts/tune.py --fetch catalogue --data-out DIR
+
+--fetch catalogue exports the live catalogue: categories and product ids from the store
+(DATABASE_URL; unset: the local stack's embedded database), photos from the bucket (S3_ENDPOINT_URL
+for moto/MinIO; unset: AWS). Uncategorised images are left out and counted.
 
 DIR is a labelled folder `DIR/<category>/[<product>/]<image>`. The last line printed is one JSON
 object: the held-out figures of the base and the tuned model (or, with --fetch, what was written).
@@ -15,6 +20,7 @@ See docs/TUNING.md for the loop: export training data -> tune -> evaluate -> pub
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lookalike_tuning.catalogue_export import ExportSummary as CatalogueExport
+from lookalike_tuning.catalogue_export import export_catalogue
 from lookalike_tuning.datasets import DatasetError
 from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.fit import TrainingConfig
@@ -49,7 +57,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="labelled folder DIR/<category>/[<product>/]<image>")
     source.add_argument(
-        "--fetch", choices=("fashion-mnist", "tuxpaint"), help="materialise a public data set"
+        "--fetch",
+        choices=("fashion-mnist", "tuxpaint", "catalogue"),
+        help="materialise a public data set, or export the live catalogue",
     )
     parser.add_argument("--out", type=Path, help="the new model folder (must not exist)")
     parser.add_argument("--data-out", type=Path, help="with --fetch: the labelled folder to write")
@@ -107,6 +117,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
+def fetch_catalogue(partial: Path) -> CatalogueExport:
+    # The AWS edge and the local database are only needed here: imported on use.
+    from lookalike.settings import get_settings
+    from lookalike_aws.runtime import get_store
+    from lookalike_aws.s3 import S3ObjectSource
+    from lookalike_local.embedded_db import ensure_database_url
+
+    ensure_database_url()
+    settings = get_settings()
+    return export_catalogue(get_store(), S3ObjectSource(), partial, max_bytes=settings.max_image_bytes)
+
+
 def fetch(arguments: argparse.Namespace) -> dict[str, Any]:
     out: Path = arguments.data_out
     if out.exists():
@@ -114,6 +136,10 @@ def fetch(arguments: argparse.Namespace) -> dict[str, Any]:
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        if arguments.fetch == "catalogue":
+            exported = fetch_catalogue(partial)
+            partial.rename(out)
+            return {"fetched": "catalogue", **dataclasses.asdict(exported), "out": str(out)}
         if arguments.fetch == "fashion-mnist":
             root = fetch_debian_package(FASHION_PACKAGE, DATA_DIR / FASHION_PACKAGE)
             written = materialise_fashion_mnist(

@@ -4,37 +4,27 @@ The base graph's `embedding` output (global average pool) is renamed and fed thr
 L2 normalisation (what the head was trained on), the head's MatMul/Add/Relu nodes and a final
 L2 normalisation; the new output is called `embedding` again with shape [N, D], and the
 ImageNet classifier (`logits`) is dropped. The int8 variant uses the base model's recipe
-(scripts/export_model.py, quantize_int8): static QDQ, per-channel int8 weights, uint8
+(lookalike_tuning.quantize): static QDQ, per-channel int8 weights, uint8
 activations, percentile ranges, calibrated on real preprocessed training views; the head's own
 nodes stay float.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quant_pre_process,
-    quantize_static,
-)
 
+from lookalike_tuning.quantize import quantize_int8
 from lookalike_tuning.train import Head
 
 EMBEDDING = "embedding"
 BACKBONE_OUTPUT = "backbone_embedding"
 # Every node of the head is named with this prefix: the int8 variant keeps them in float (below).
 HEAD_NODE_PREFIX = "tuned_head/"
-CALIBRATION_PERCENTILE = 99.999  # the base model's choice (scripts/export_model.py)
 
 
 def _l2_normalise_node(source: str, target: str) -> onnx.NodeProto:
@@ -138,41 +128,17 @@ def _prune_unused(graph: onnx.GraphProto) -> None:
     del graph.value_info[:]
 
 
-class ViewReader(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds the calibration views one at a time, as ORT's calibrator expects."""
-
-    def __init__(self, input_name: str, views: npt.NDArray[np.float32]) -> None:
-        self._input_name = input_name
-        self._views = views
-        self._iter: Iterator[dict[str, npt.NDArray[np.float32]]] = iter([])
-        self.rewind()
-
-    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = iter([{self._input_name: view[None]} for view in self._views])
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, input_name: str, views: npt.NDArray[np.float32]) -> None:
-    """Static int8 QDQ with per-channel weights, ranges from real preprocessed views."""
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        # The head stays float: it is a few small MatMuls next to the backbone's convolutions,
-        # and its centred projections lose their precision in 8 bits (int8 vs fp32 cosine
-        # collapses when they are quantised: docs/TUNING.md).
-        prepared_graph = onnx.load(str(prepared)).graph
-        head_nodes = [node.name for node in prepared_graph.node if node.name.startswith(HEAD_NODE_PREFIX)]
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            ViewReader(input_name, views),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
-            nodes_to_exclude=head_nodes,
-        )
+def quantize_tuned_int8(
+    fp32_path: Path, int8_path: Path, input_name: str, views: npt.NDArray[np.float32]
+) -> None:
+    """The base model's int8 recipe (lookalike_tuning.quantize) on the composed graph. The head
+    stays float: it is a few small MatMuls next to the backbone's convolutions, and its centred
+    projections lose their precision in 8 bits (int8 vs fp32 cosine collapses when they are
+    quantised: docs/TUNING.md)."""
+    quantize_int8(
+        fp32_path,
+        int8_path,
+        input_name,
+        list(views),
+        keep_float=lambda name: name.startswith(HEAD_NODE_PREFIX),
+    )

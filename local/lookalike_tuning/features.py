@@ -29,7 +29,8 @@ AUGMENTATION_VERSION = 1
 CHUNK = 32
 
 
-def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed: int, trim: bool) -> str:
+def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed: int) -> str:
+    trim = embedder.preprocessing.trim_borders
     digest = hashlib.sha256()
     digest.update(f"{embedder.card.card_sha256}|{embedder.model_version}|{views}|{seed}|{trim}".encode())
     if trim:  # a changed trimming changes every view
@@ -41,11 +42,12 @@ def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed:
     return digest.hexdigest()[:24]
 
 
-def view_images(data: bytes, views: int, rng: np.random.Generator, trim: bool) -> list[Image.Image]:
+def view_images(data: bytes, views: int, rng: np.random.Generator) -> list[Image.Image]:
+    """The photo as ingest decodes it, then random views (the embedder trims them if its
+    preprocessing says so, as it does the photos it is given in production)."""
     clean = decode_file_bytes(data)
     full = decode_full(data) if views > 1 else clean
-    result = [clean] + [random_view(full, rng) for _ in range(views - 1)]
-    return [trim_uniform_border(view) for view in result] if trim else result
+    return [clean] + [random_view(full, rng) for _ in range(views - 1)]
 
 
 def compute_features(
@@ -55,13 +57,12 @@ def compute_features(
     views: int,
     seed: int,
     cache_dir: Path | None,
-    trim: bool = False,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> FloatArray:
     """[images, views, dim] unit-length backbone embeddings."""
     cache_file = None
     if cache_dir is not None:
-        cache_file = cache_dir / f"features-{cache_key(embedder, images, views, seed, trim)}.npz"
+        cache_file = cache_dir / f"features-{cache_key(embedder, images, views, seed)}.npz"
         if cache_file.is_file():
             with np.load(cache_file) as stored:
                 progress(f"features: cached {cache_file}")
@@ -72,7 +73,7 @@ def compute_features(
         batch: list[Image.Image] = []
         for index in range(start, min(start + CHUNK, len(images))):
             rng = np.random.default_rng([seed, index])
-            batch += view_images(images[index].path.read_bytes(), views, rng, trim)
+            batch += view_images(images[index].path.read_bytes(), views, rng)
         vectors = embedder.embed(batch).vectors
         out[start : start + len(batch) // views] = vectors.reshape(-1, views, embedder.dimension)
         done = min(start + CHUNK, len(images))

@@ -24,7 +24,6 @@ from lookalike_tuning.production import (
     decode_file_bytes,
     decode_full,
     load_model_card,
-    trim_uniform_border,
 )
 
 FloatArray = npt.NDArray[np.float32]
@@ -66,12 +65,10 @@ def build_heldout_set(images: list[LabelledImage], *, neardup_count: int, seed: 
     return HeldOutSet(images, query_bytes, np.asarray(targets, dtype=np.int64), names)
 
 
-def embed_bytes(embedder: Embedder, blobs: list[bytes], *, trim: bool, chunk: int = 32) -> FloatArray:
+def embed_bytes(embedder: Embedder, blobs: list[bytes], *, chunk: int = 32) -> FloatArray:
     parts: list[FloatArray] = []
     for start in range(0, len(blobs), chunk):
         decoded: list[Image.Image] = [decode_file_bytes(blob) for blob in blobs[start : start + chunk]]
-        if trim:
-            decoded = [trim_uniform_border(image) for image in decoded]
         parts.append(embedder.embed(decoded).vectors)
     if not parts:
         return np.empty((0, embedder.dimension), dtype=np.float32)
@@ -81,10 +78,13 @@ def embed_bytes(embedder: Embedder, blobs: list[bytes], *, trim: bool, chunk: in
 def evaluate_model(
     model_dir: Path, heldout: HeldOutSet, *, variant: str, threads: int, trim: bool = False
 ) -> tuple[dict[str, Any], FloatArray]:
-    """The figures of one model folder on the held-out set, and the held-out embeddings."""
-    embedder = Embedder(load_model_card(model_dir), variant=variant, threads=threads)
-    database = embed_bytes(embedder, [image.path.read_bytes() for image in heldout.images], trim=trim)
-    queries = embed_bytes(embedder, heldout.query_bytes, trim=trim)
+    """The figures of one model folder on the held-out set, and the held-out embeddings. `trim`:
+    trim plain borders even where the card does not say so (the base model, measured trimmed)."""
+    embedder = Embedder(
+        load_model_card(model_dir), variant=variant, threads=threads, trim_borders=True if trim else None
+    )
+    database = embed_bytes(embedder, [image.path.read_bytes() for image in heldout.images])
+    queries = embed_bytes(embedder, heldout.query_bytes)
     category = category_metrics(
         database, [image.category for image in heldout.images], skip_unanswerable=True
     )
@@ -122,8 +122,8 @@ def int8_agreement(
         chosen = np.random.default_rng(seed).choice(len(images), size=limit, replace=False)
         images = [images[int(index)] for index in sorted(chosen)]
     blobs = [image.path.read_bytes() for image in images]
-    fp32 = embed_bytes(Embedder(card, variant="fp32", threads=threads), blobs, trim=False)
-    int8 = embed_bytes(Embedder(card, variant="int8", threads=threads), blobs, trim=False)
+    fp32 = embed_bytes(Embedder(card, variant="fp32", threads=threads), blobs)
+    int8 = embed_bytes(Embedder(card, variant="int8", threads=threads), blobs)
     cosine = np.sum(fp32 * int8, axis=1)
     return {
         "cosine_to_fp32_mean": round(float(cosine.mean()), 4),

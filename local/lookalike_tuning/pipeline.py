@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lookalike_tuning.augment import random_view
-from lookalike_tuning.compose import compose, output_dimension, quantize_int8
+from lookalike_tuning.compose import compose, output_dimension, quantize_tuned_int8
 from lookalike_tuning.datasets import (
     LabelledImage,
     Pair,
@@ -134,11 +134,12 @@ def write_card(folder: Path, card: dict[str, Any]) -> None:
     (folder / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
 
 
-def base_card_fields(base: ModelCard, output_dim: int) -> dict[str, Any]:
+def base_card_fields(base: ModelCard, output_dim: int, *, trim_borders: bool) -> dict[str, Any]:
     raw = base.raw
     return {
         "input": raw["input"],
-        "preprocessing": raw["preprocessing"],
+        "preprocessing": raw["preprocessing"]
+        | {"trim_borders": trim_borders or base.preprocessing.trim_borders},
         "outputs": {
             "embedding": {
                 "name": "embedding",
@@ -186,14 +187,17 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     )
     base_dir = options.base_model_dir or BASE_MODEL_DIR
     base_card = load_model_card(base_dir)
-    base_embedder = Embedder(base_card, variant="fp32", threads=options.threads)
+    # Trimming is part of the tuned model's preprocessing (its card says so), so the features it
+    # is trained on are of trimmed views.
+    base_embedder = Embedder(
+        base_card, variant="fp32", threads=options.threads, trim_borders=options.trim_borders or None
+    )
     features = compute_features(
         split.train,
         base_embedder,
         views=options.views,
         seed=options.training.seed,
         cache_dir=options.cache_dir,
-        trim=options.trim_borders,
     )
     feature_seconds = now() - started
     data = training_data(split, features, pairs)
@@ -213,7 +217,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         calibration = calibration_batch(
             split.train, base_embedder, options.calibration_views, options.training.seed
         )
-        quantize_int8(fp32_path, int8_path, base_card.input_name, calibration)
+        quantize_tuned_int8(fp32_path, int8_path, base_card.input_name, calibration)
         fp32_entry = file_entry(fp32_path)
         version = f"{base_card.model_version}+tuned-{fp32_entry['sha256'][:10]}"
         card: dict[str, Any] = {
@@ -221,7 +225,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             "description": (
                 f"{base_card.model_version} with a projection head tuned on {options.dataset_dir.name}"
             ),
-            **base_card_fields(base_card, dimension),
+            **base_card_fields(base_card, dimension, trim_borders=options.trim_borders),
             "variants": {"fp32": fp32_entry, "int8": file_entry(int8_path)},
             "default_variant": base_card.default_variant,
         }

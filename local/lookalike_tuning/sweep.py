@@ -41,7 +41,7 @@ def cached_query_features(embedder: Embedder, heldout: HeldOutSet, cache_dir: Pa
     path = cache_dir / f"queries-{digest.hexdigest()[:24]}.npy"
     if path.is_file():
         return np.asarray(np.load(path), dtype=np.float32)
-    vectors = embed_bytes(embedder, heldout.query_bytes, trim=False)
+    vectors = embed_bytes(embedder, heldout.query_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors

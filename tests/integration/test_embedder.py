@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lookalike.images import decode_image
-from lookalike.model.card import load_model_card
+from lookalike.model.card import MODEL_CARD_FILE, load_model_card
 from lookalike.model.embedder import Embedder, get_embedder
 from lookalike.settings import get_settings
 from lookalike_local.samples import SamplePhoto
@@ -115,3 +117,38 @@ def test_model_version_names_model_variant_and_preprocessing(embedder: Embedder)
     assert embedder.model_version == f"{card.model_version}/fp32/{card.preprocessing.default_resize_mode}"
     center = Embedder(card, variant="fp32", resize_mode="center_crop")
     assert center.model_version != embedder.model_version
+
+
+def card_with_trimming(tmp_path: Path) -> Path:
+    """The base model's files under a card that prescribes trimming plain borders."""
+    source = get_settings().model_dir
+    raw = json.loads((source / MODEL_CARD_FILE).read_text())
+    raw["preprocessing"]["trim_borders"] = True
+    for entry in raw["variants"].values():
+        (tmp_path / entry["file"]).symlink_to(source / entry["file"])
+    (tmp_path / MODEL_CARD_FILE).write_text(json.dumps(raw))
+    return tmp_path
+
+
+def test_a_card_that_trims_borders_finds_the_padded_copy(photos: list[SamplePhoto], tmp_path: Path) -> None:
+    original = photo(photos, "coffee")
+    canvas = Image.new("RGB", (round(original.width / 0.6), round(original.height / 0.6)), (15, 15, 15))
+    canvas.paste(original, ((canvas.width - original.width) // 3, (canvas.height - original.height) // 2))
+    trimming = Embedder(load_model_card(card_with_trimming(tmp_path)), variant="fp32", threads=1)
+    plain = Embedder(load_model_card(get_settings().model_dir), variant="fp32", threads=1)
+    assert trimming.preprocessing.trim_borders
+    assert not plain.preprocessing.trim_borders
+
+    def cosine(model: Embedder) -> float:
+        vectors = model.embed([original, canvas]).vectors
+        return float(vectors[0] @ vectors[1])
+
+    trimmed, untrimmed = cosine(trimming), cosine(plain)
+    assert trimmed > 0.9, (trimmed, untrimmed)
+    assert untrimmed < trimmed - 0.05, (trimmed, untrimmed)
+
+
+def test_overriding_the_cards_trimming_changes_the_model_version() -> None:
+    card = load_model_card(get_settings().model_dir)
+    assert Embedder(card, trim_borders=False).model_version == Embedder(card).model_version
+    assert Embedder(card, trim_borders=True).model_version.endswith("/trimmed")

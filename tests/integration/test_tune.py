@@ -117,7 +117,7 @@ def test_the_card_records_parent_data_training_and_both_sets_of_figures(tuned: P
     assert raw["model_version"].startswith(f"{base.model_version}+tuned-")
     assert raw["outputs"]["embedding"]["shape"] == ["N", 64]
     assert raw["embedding_dim"] == 64
-    assert raw["preprocessing"] == base.raw["preprocessing"]
+    assert raw["preprocessing"] == base.raw["preprocessing"] | {"trim_borders": False}
     assert raw["data"]["unreadable_skipped"] == ["food-drink/damaged-upload/truncated.jpg"]
     assert sum(raw["data"]["counts_per_class"].values()) == raw["data"]["images"]
     assert raw["training"]["output_dim"] == 32
@@ -222,7 +222,9 @@ def test_the_composed_graph_computes_what_the_numpy_head_computes(tmp_path: Path
     np.testing.assert_allclose(composed, expected, atol=2e-4)
 
 
-def test_a_pairs_csv_joins_the_loss(catalogue_folder: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_a_pairs_csv_joins_the_loss_and_trimming_joins_the_card(
+    catalogue_folder: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(
         "key_a,key_b,label\n"
@@ -240,6 +242,7 @@ def test_a_pairs_csv_joins_the_loss(catalogue_folder: Path, cache_dir: Path, tmp
         cache_dir,
         "--pairs",
         pairs,
+        "--trim-borders",
         "--force",
         *FAST,
     )
@@ -249,3 +252,6 @@ def test_a_pairs_csv_joins_the_loss(catalogue_folder: Path, cache_dir: Path, tmp
     assert card["data"]["pairs_csv"] == "pairs.csv"
     assert "pair contrastive" in card["training"]["loss"]
     assert summary["written"] is True
+    # Trained on trimmed views, so the model trims what it embeds in production too.
+    assert card["preprocessing"]["trim_borders"] is True
+    assert Embedder(load_model_card(out)).preprocessing.trim_borders

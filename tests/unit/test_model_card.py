@@ -14,6 +14,8 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
+from lookalike.model.card import MODEL_CARD_FILE, ModelCardError, load_model_card
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "model"
 
@@ -109,3 +111,18 @@ def test_class_names_if_present() -> None:
     assert len(names) == 1000
     assert names[967] == "espresso"
     assert names[285] == "Egyptian cat"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, False), (True, True), (False, False), ("yes", None)])
+def test_trim_borders_flag_is_read_strictly(
+    card: dict[str, Any], tmp_path: Path, value: object, expected: bool | None
+) -> None:
+    edited = json.loads(json.dumps(card))
+    if value is not None:
+        edited["preprocessing"]["trim_borders"] = value
+    (tmp_path / MODEL_CARD_FILE).write_text(json.dumps(edited))
+    if expected is None:
+        with pytest.raises(ModelCardError, match="trim_borders must be true or false"):
+            load_model_card(tmp_path)
+    else:
+        assert load_model_card(tmp_path).preprocessing.trim_borders is expected

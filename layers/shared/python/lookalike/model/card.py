@@ -22,13 +22,15 @@ RESIZE_MODES: tuple[ResizeMode, ...] = ("squash", "center_crop")
 
 @dataclass(frozen=True, slots=True)
 class Preprocessing:
-    """The card's `preprocessing` block: input size, normalisation, resize modes."""
+    """The card's `preprocessing` block: input size, normalisation, resize modes, and whether
+    plain borders are trimmed first (`lookalike.model.borders`; absent in a card: no)."""
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_fraction: float
     default_resize_mode: ResizeMode
+    trim_borders: bool = False
 
 
 class ModelCardError(ValueError):
@@ -69,6 +71,12 @@ def _triple(values: Any, field: str) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def _flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ModelCardError(f"model card field preprocessing.{field} must be true or false")
+    return value
+
+
 def _preprocessing(block: dict[str, Any], path: Path) -> Preprocessing:
     mode = block["default_resize_mode"]
     if mode not in get_args(ResizeMode):
@@ -79,6 +87,7 @@ def _preprocessing(block: dict[str, Any], path: Path) -> Preprocessing:
         std=_triple(block["std"], "std"),
         crop_fraction=float(block["center_crop_fraction"]),
         default_resize_mode=mode,
+        trim_borders=_flag(block.get("trim_borders", False), "trim_borders"),
     )
 
 

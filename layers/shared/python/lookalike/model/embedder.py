@@ -7,7 +7,7 @@ one lazily and reuses it for every later invocation of a warm Lambda container;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 import numpy as np
@@ -47,11 +47,17 @@ class Embedder:
         variant: str | None = None,
         resize_mode: ResizeMode | None = None,
         threads: int = 1,
+        trim_borders: bool | None = None,
     ) -> None:
+        """`trim_borders` overrides the card's flag: for measuring what trimming would do (the
+        tools); the functions always follow the card."""
         self.card = card
         self.variant = card.variant(variant)
         self.resize_mode: ResizeMode = resize_mode or card.preprocessing.default_resize_mode
         self.threads = threads
+        self.preprocessing = card.preprocessing
+        if trim_borders is not None:
+            self.preprocessing = replace(card.preprocessing, trim_borders=trim_borders)
 
     @cached_property
     def session(self) -> ort.InferenceSession:
@@ -70,8 +76,12 @@ class Embedder:
 
     @property
     def model_version(self) -> str:
-        """What the store records: embeddings from different versions are not comparable."""
-        return model_version_name(self.card, self.variant.name, self.resize_mode)
+        """What the store records: embeddings from different versions are not comparable (nor
+        are those made with a trimming the card does not prescribe)."""
+        name = model_version_name(self.card, self.variant.name, self.resize_mode)
+        if self.preprocessing.trim_borders != self.card.preprocessing.trim_borders:
+            name += "/trimmed" if self.preprocessing.trim_borders else "/untrimmed"
+        return name
 
     @property
     def dimension(self) -> int:
@@ -88,7 +98,7 @@ class Embedder:
         self.infer(np.zeros((1, 3, size, size), dtype=np.float32))
 
     def preprocess(self, images: list[Image.Image]) -> FloatArray:
-        return to_model_input(images, self.card.preprocessing, self.resize_mode)
+        return to_model_input(images, self.preprocessing, self.resize_mode)
 
     def infer(self, batch: FloatArray, *, logits: bool = False) -> Embeddings:
         """Run a preprocessed NCHW batch through the graph (in chunks of MAX_BATCH)."""

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from lookalike.model.borders import trim_uniform_border
 from lookalike.model.card import Preprocessing, ResizeMode
 
 
@@ -35,13 +36,15 @@ def resize_for_model(image: Image.Image, size: int, mode: ResizeMode, crop_fract
 def to_model_input(
     images: list[Image.Image], preprocessing: Preprocessing, mode: ResizeMode
 ) -> npt.NDArray[np.float32]:
-    """Stack RGB images into the model's NCHW float32 batch: resize, then (x - mean) / std."""
+    """Stack RGB images into the model's NCHW float32 batch: trim plain borders if the card says
+    so, resize, then (x - mean) / std. Ingest, queries and the tools all come through here."""
     size = preprocessing.size
     batch = np.empty((len(images), 3, size, size), dtype=np.float32)
     mean = np.asarray(preprocessing.mean, dtype=np.float32).reshape(3, 1, 1)
     inverse_std = (1.0 / np.asarray(preprocessing.std, dtype=np.float32)).reshape(3, 1, 1)
     for index, image in enumerate(images):
-        resized = resize_for_model(image, size, mode, preprocessing.crop_fraction)
+        framed = trim_uniform_border(image) if preprocessing.trim_borders else image
+        resized = resize_for_model(framed, size, mode, preprocessing.crop_fraction)
         pixels = np.asarray(resized, dtype=np.float32)
         batch[index] = (pixels.transpose(2, 0, 1) - mean) * inverse_std
     return batch
