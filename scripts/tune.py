@@ -3,7 +3,7 @@ trained with contrastive losses, written as a new model folder with held-out bef
 
     .venv/bin/python scripts/tune.py --dataset DIR --out MODEL_DIR [--pairs PAIRS.csv]
         [--holdout-classes A,B] [--epochs N] [--dim 256] [--hidden 512] [--force] ...
-    .venv/bin/python scripts/tune.py --fetch fashion-mnist|tuxpaint --data-out DIR [--per-class N]
+    .venv/bin/python scripts/tune.py --fetch fashion-mnist|tuxpaint|openclipart --data-out DIR [--per-class N]
     .venv/bin/python scripts/tune.py --fetch catalogue --data-out DIR
 
 --fetch catalogue exports the live catalogue: categories and product ids from the store
@@ -37,10 +37,12 @@ from lookalike_tuning.pipeline import RefusedError, TuneOptions, tune
 from lookalike_tuning.production import ModelCardError
 from lookalike_tuning.sources import (
     FASHION_PACKAGE,
+    OPENCLIPART_PACKAGE,
     STAMPS_PACKAGE,
     STAMPS_SUBDIR,
     fetch_debian_package,
     materialise_fashion_mnist,
+    materialise_openclipart,
     materialise_stamps,
 )
 
@@ -58,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--dataset", type=Path, help="labelled folder DIR/<category>/[<product>/]<image>")
     source.add_argument(
         "--fetch",
-        choices=("fashion-mnist", "tuxpaint", "catalogue"),
+        choices=("fashion-mnist", "tuxpaint", "openclipart", "catalogue"),
         help="materialise a public data set, or export the live catalogue",
     )
     parser.add_argument("--out", type=Path, help="the new model folder (must not exist)")
@@ -92,6 +94,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="> 0: concatenate the base model's PCA view with this cosine weight (doubles --dim)",
     )
     parser.add_argument("--base-model-dir", type=Path, help="default: layers/model/model")
+    parser.add_argument(
+        "--extra-train",
+        type=Path,
+        help="another labelled folder, added to the training part only (never held out or measured)",
+    )
     parser.add_argument("--report", type=Path, help="also write the summary and the full card here (JSON)")
     parser.add_argument(
         "--plot", type=Path, help="PNG: same-class vs different-class cosine, before and after"
@@ -140,7 +147,10 @@ def fetch(arguments: argparse.Namespace) -> dict[str, Any]:
             exported = fetch_catalogue(partial)
             partial.rename(out)
             return {"fetched": "catalogue", **dataclasses.asdict(exported), "out": str(out)}
-        if arguments.fetch == "fashion-mnist":
+        if arguments.fetch == "openclipart":
+            root = fetch_debian_package(OPENCLIPART_PACKAGE, DATA_DIR / OPENCLIPART_PACKAGE)
+            written = materialise_openclipart(root, partial)
+        elif arguments.fetch == "fashion-mnist":
             root = fetch_debian_package(FASHION_PACKAGE, DATA_DIR / FASHION_PACKAGE)
             written = materialise_fashion_mnist(
                 root, partial, per_class=arguments.per_class, seed=arguments.seed, part=arguments.part
@@ -192,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             base_weight=arguments.base_weight,
             force=arguments.force,
             base_model_dir=arguments.base_model_dir,
+            extra_train_dir=arguments.extra_train,
             training=TrainingConfig(
                 output_dim=arguments.dim,
                 hidden=arguments.hidden,

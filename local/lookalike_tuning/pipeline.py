@@ -7,6 +7,7 @@ a failure or a refusal leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -76,6 +77,9 @@ class TuneOptions:
     base_weight: float = 0.0  # > 0: concatenate the fixed PCA part (compose.compose)
     force: bool = False
     base_model_dir: Path | None = None
+    # Another labelled folder added to the training part only (never held out, never measured):
+    # more of the same kind of pictures when the catalogue is small. Its classes stay its own.
+    extra_train_dir: Path | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
@@ -112,6 +116,22 @@ def training_data(split: Split, features: np.ndarray[Any, Any], pairs: list[Pair
         pair_second=np.array(second, dtype=np.int64),
         pair_similar=np.array(similar, dtype=bool),
     )
+
+
+def extra_training_images(folder: Path | None) -> list[LabelledImage]:
+    """The --extra-train folder's images, keys, classes and products under an `extra:` namespace
+    (they never merge with the catalogue's own)."""
+    if folder is None:
+        return []
+    extra = read_labelled_folder(folder)
+    if extra.unreadable:
+        log(
+            f"--extra-train: skipped {len(extra.unreadable)} unreadable images: {', '.join(extra.unreadable)}"
+        )
+    return [
+        LabelledImage(f"extra:{image.key}", f"extra:{image.category}", f"extra:{image.product}", image.path)
+        for image in extra.images
+    ]
 
 
 def calibration_batch(
@@ -181,9 +201,11 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         seed=options.training.seed,
         holdout_classes=options.holdout_classes,
     )
+    extra = extra_training_images(options.extra_train_dir)
+    split = dataclasses.replace(split, train=split.train + extra)
     log(
         f"dataset: {len(dataset.images)} images, {len(dataset.categories)} classes; "
-        f"train {len(split.train)}, held out {len(split.test)}"
+        f"train {len(split.train)} ({len(extra)} of them from --extra-train), held out {len(split.test)}"
     )
     base_dir = options.base_model_dir or BASE_MODEL_DIR
     base_card = load_model_card(base_dir)
@@ -265,6 +287,15 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 else f"by product, {options.test_fraction:.0%} of each class's products",
                 "unreadable_skipped": dataset.unreadable,
                 "pairs_csv": options.pairs_csv.name if options.pairs_csv else None,
+                "extra_train": None
+                if options.extra_train_dir is None
+                else {
+                    "source": options.extra_train_dir.name,
+                    "images": len(extra),
+                    "training_list_sha256": hashlib.sha256(
+                        "\n".join(sorted(f"{i.key}\t{i.category}" for i in extra)).encode()
+                    ).hexdigest(),
+                },
             },
             "training": {
                 "loss": "SupCon(category)*category_weight + SupCon(product/instance views)*instance_weight"

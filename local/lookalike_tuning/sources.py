@@ -5,6 +5,8 @@ labelled folders under .data/ (never committed).
   inverted to dark-on-white packshots; each image its own product; 10 classes.
 - `tuxpaint-stamps-default` (GPL-2): cut-out objects on transparent backgrounds, labelled by
   folder; a stamp and its `_mirror` copy are one product.
+- `openclipart-png` (public domain): clip art labelled by folder, the object folders only; a
+  second drawn domain, used as extra training data (`scripts/tune.py --extra-train`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,14 @@ STAMPS_PACKAGE = "tuxpaint-stamps-default"
 STAMPS_SUBDIR = Path("usr/share/tuxpaint/stamps")
 # Folders that are not kinds of objects (letters, signs, holiday themes) are left out.
 STAMP_EXCLUDED_FOLDERS = ("symbols", "seasonal", "town/roadsigns", "town/flags", "naturalforces", "people")
-STAMP_MIN_CLASS_SIZE = 8
+MIN_CLASS_SIZE = 8
+OPENCLIPART_PACKAGE = "openclipart-png"
+OPENCLIPART_SUBDIR = Path("usr/share/openclipart/png")
+OPENCLIPART_MAX_PIXELS = 20_000_000
+# Not kinds of objects, or not photographs of one: icons, shapes, signs, logos, maps, catch-alls.
+OPENCLIPART_EXCLUDED_FOLDERS = (
+    "computer", "shapes", "signs_and_symbols", "special", "unsorted", "logos", "buttons", "geography",
+)  # fmt: skip
 
 
 def fetch_debian_package(package: str, destination: Path) -> Path:
@@ -84,16 +94,16 @@ def materialise_fashion_mnist(
     return written
 
 
-def stamp_labels(root: Path) -> list[tuple[Path, str]]:
-    """The labelled stamps (mirrored copies left out): label = the second-level folder when it
-    has >= STAMP_MIN_CLASS_SIZE images, else the top-level folder; smaller classes are dropped."""
+def folder_labels(
+    root: Path, *, excluded: tuple[str, ...], include: Callable[[Path], bool]
+) -> list[tuple[Path, str]]:
+    """Labelled PNGs under root: label = the second-level folder when it has >= MIN_CLASS_SIZE
+    images, else the top-level folder; smaller classes and the excluded folders are dropped."""
     files = sorted(
         path
         for path in root.rglob("*.png")
-        if not path.stem.endswith("_mirror")
-        and not any(
-            path.relative_to(root).as_posix().startswith(f"{folder}/") for folder in STAMP_EXCLUDED_FOLDERS
-        )
+        if include(path)
+        and not any(path.relative_to(root).as_posix().startswith(f"{folder}/") for folder in excluded)
     )
     counts: dict[str, int] = {}
     for path in files:
@@ -104,13 +114,48 @@ def stamp_labels(root: Path) -> list[tuple[Path, str]]:
     for path in files:
         parts = path.relative_to(root).parts
         second = "/".join(parts[:2])
-        labelled.append(
-            (path, second if len(parts) >= 3 and counts[second] >= STAMP_MIN_CLASS_SIZE else parts[0])
-        )
+        labelled.append((path, second if len(parts) >= 3 and counts[second] >= MIN_CLASS_SIZE else parts[0]))
     sizes: dict[str, int] = {}
     for _, label in labelled:
         sizes[label] = sizes.get(label, 0) + 1
-    return [(path, label) for path, label in labelled if sizes[label] >= STAMP_MIN_CLASS_SIZE]
+    return [(path, label) for path, label in labelled if sizes[label] >= MIN_CLASS_SIZE]
+
+
+def stamp_labels(root: Path) -> list[tuple[Path, str]]:
+    """The labelled stamps, mirrored copies left out (they join their stamp as one product)."""
+    return folder_labels(
+        root, excluded=STAMP_EXCLUDED_FOLDERS, include=lambda path: not path.stem.endswith("_mirror")
+    )
+
+
+def _not_a_poster(path: Path) -> bool:
+    """A few drawings are rendered at poster size (up to 620 megapixels): far beyond any product
+    photo and the upload limit, and minutes to decode. Read from the header only."""
+    try:
+        with Image.open(path) as image:
+            return image.width * image.height <= OPENCLIPART_MAX_PIXELS
+    except Image.DecompressionBombError:  # Pillow's own refusal, from the header too
+        return False
+
+
+def materialise_openclipart(package_root: Path, out: Path) -> int:
+    """out/<class>/<image>.png: the clip art of object folders (icons, shapes and signs left out),
+    each image its own product; transparent backgrounds kept (the decoder flattens them as it
+    does uploads)."""
+    written = 0
+    for path, label in folder_labels(
+        package_root / OPENCLIPART_SUBDIR, excluded=OPENCLIPART_EXCLUDED_FOLDERS, include=_not_a_poster
+    ):
+        folder = out / label.replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / path.name
+        suffix = 2
+        while target.exists():
+            target = folder / f"{path.stem}-{suffix}{path.suffix}"
+            suffix += 1
+        shutil.copyfile(path, target)
+        written += 1
+    return written
 
 
 def materialise_stamps(stamps_root: Path, out: Path) -> int:

@@ -88,3 +88,16 @@ def test_a_small_run_prints_its_json_last_line(
         for pid_file in tmp_path.rglob("postmaster.pid"):
             EmbeddedPostgres(pid_file.parent).stop()
     assert fields <= set(result), sorted(result)
+
+
+def test_bench_tuned_model_compares_a_second_model_with_the_base(tmp_path: Path) -> None:
+    from second_model import build_projected_model
+
+    from lookalike.settings import get_settings
+
+    tuned = build_projected_model(get_settings().model_dir, tmp_path / "projected", dimension=64)
+    result = last_json_line(
+        ["scripts/bench_tuned_model.py", "--tuned", str(tuned), "--rounds", "1", "--photos", "2"], tmp_path
+    )
+    assert result["dimension"] == {"base": 1280, "tuned": 64}
+    assert result["tuned_over_base"] == pytest.approx(result["tuned_ms"] / result["base_ms"], rel=0.01)

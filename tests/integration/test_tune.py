@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from lookalike.model.card import load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_local.catalogue import catalogue
 from lookalike_tuning.compose import compose
+from lookalike_tuning.datasets import read_labelled_folder, split_by_product
+from lookalike_tuning.fit import TrainingConfig
 from lookalike_tuning.train import head_output, init_head
 
 pytestmark = pytest.mark.integration
@@ -222,6 +225,11 @@ def test_the_composed_graph_computes_what_the_numpy_head_computes(tmp_path: Path
     np.testing.assert_allclose(composed, expected, atol=2e-4)
 
 
+def heldout_without_extra(folder: Path) -> int:
+    dataset = read_labelled_folder(folder)
+    return len(split_by_product(dataset.images, test_fraction=0.3, seed=TrainingConfig().seed).test)
+
+
 def test_a_pairs_csv_joins_the_loss_and_trimming_joins_the_card(
     catalogue_folder: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -232,8 +240,14 @@ def test_a_pairs_csv_joins_the_loss_and_trimming_joins_the_card(
         "animals/tabby-cat/front.jpg,vehicles/red-motorcycle/front.jpg,different\n"
         "nature/garden-flower/front.jpg,medical/retina-scan/front.jpg,different\n"
     )
+    extra = tmp_path / "extra"  # two more classes, for training only
+    for category in ("space", "animals"):
+        shutil.copytree(catalogue_folder / category, extra / f"more-{category}")
+    extra_images = sum(1 for path in extra.rglob("*") if path.is_file())
     out = tmp_path / "with-pairs"
     code, summary, stderr = run_tune(
+        "--extra-train",
+        extra,
         "--dataset",
         catalogue_folder,
         "--out",
@@ -252,6 +266,12 @@ def test_a_pairs_csv_joins_the_loss_and_trimming_joins_the_card(
     assert card["data"]["pairs_csv"] == "pairs.csv"
     assert "pair contrastive" in card["training"]["loss"]
     assert summary["written"] is True
+    assert card["data"]["extra_train"]["images"] == extra_images
+    assert f"({extra_images} of them from --extra-train)" in stderr
+    # The extra folder only trains: the held-out part is the dataset's own.
+    assert (
+        card["data"]["heldout_images"] == summary["heldout_images"] == heldout_without_extra(catalogue_folder)
+    )
     # Trained on trimmed views, so the model trims what it embeds in production too.
     assert card["preprocessing"]["trim_borders"] is True
     assert Embedder(load_model_card(out)).preprocessing.trim_borders

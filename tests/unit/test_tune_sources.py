@@ -14,7 +14,9 @@ from lookalike_tuning.datasets import read_labelled_folder
 from lookalike_tuning.sources import (
     FASHION_CLASSES,
     FASHION_SUBDIR,
+    OPENCLIPART_SUBDIR,
     materialise_fashion_mnist,
+    materialise_openclipart,
     materialise_stamps,
     read_idx,
     stamp_labels,
@@ -93,3 +95,17 @@ def test_stamps_of_the_same_name_in_one_class_stay_two_products(tmp_path: Path) 
     products = {path.parent for path in out.rglob("*.png")}
     assert len(products) == 8
     assert {path.parent.name for path in products} == {"vehicles"}
+
+
+def test_openclipart_keeps_object_folders_and_leaves_out_icons_and_posters(tmp_path: Path) -> None:
+    root = tmp_path / "package" / OPENCLIPART_SUBDIR
+    for folder, count in (("animals/birds", 8), ("animals", 3), ("food", 8), ("computer", 9), ("tools", 2)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            Image.new("RGBA", (40, 30), (index * 20, 90, 30, 255)).save(root / folder / f"{index}.png")
+    Image.new("L", (5000, 4001)).save(root / "food" / "poster.png")  # over 20 megapixels
+    written = materialise_openclipart(tmp_path / "package", tmp_path / "out")
+    dataset = read_labelled_folder(tmp_path / "out")
+    # animals/birds has 8 images: its own class; the 3 in animals/ are too few; computer/ is icons.
+    assert dataset.counts() == {"animals-birds": 8, "food": 8}
+    assert written == 16
