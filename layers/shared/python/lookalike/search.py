@@ -13,11 +13,11 @@ statement, that it still is, and on a switch embeds again with the new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lookalike.images import decode_image
-from lookalike.model.embedder import Embedder, get_embedder
+from lookalike.model.embedder import Embedder, FloatArray, get_embedder
 from lookalike.settings import Settings
 from lookalike.store import (
     ModelRef,
@@ -28,10 +28,14 @@ from lookalike.store import (
     VectorSearch,
 )
 from lookalike.store.search import ModelNoLongerActiveError
+from lookalike.suggestions import VOTE_K, CategorySuggestion, vote
 
 # A switch noticed by a search is followed by one more try with the new active model; two
 # switches within one query's milliseconds end in the error (a 503 to try again).
 SWITCH_RETRIES = 1
+# Products a search by photo asks for to make its suggested categories: VOTE_K categorised ones,
+# with room for neighbours without a category (which do not vote).
+SUGGESTION_POOL = 2 * VOTE_K
 
 
 class ProductNotFoundError(LookupError):
@@ -42,6 +46,8 @@ class ProductNotFoundError(LookupError):
 class SearchResult:
     neighbours: list[Neighbour]
     model: ModelRef  # the model whose vectors were searched (the response's model_version)
+    # Search by photo only: the vote of the photo's nearest categorised products, best first.
+    suggested_categories: list[CategorySuggestion] = field(default_factory=list)
 
 
 def search_by_image(
@@ -61,11 +67,32 @@ def search_by_image(
         try:
             # The search answers only while `model` is still the active one, so the photo's vector
             # and the catalogue's are always of the same model, the active one.
-            return SearchResult(search.nearest(vector, parameters, model=model, while_active=True), model)
+            neighbours = search.nearest(vector, parameters, model=model, while_active=True)
         except ModelNoLongerActiveError:
             if attempt == SWITCH_RETRIES:
                 raise
+            continue
+        return SearchResult(
+            neighbours, model, suggest_categories(vector, neighbours, parameters, search, model)
+        )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def suggest_categories(
+    vector: FloatArray,
+    found: list[Neighbour],
+    parameters: SearchParameters,
+    search: VectorSearch,
+    model: ModelRef,
+) -> list[CategorySuggestion]:
+    """The suggested categories of a photo (`lookalike.suggestions.vote`): from the search's own
+    results when they are the whole catalogue's nearest products and enough of them, else from
+    one more search without the request's filters (a category filter would decide the vote)."""
+    if parameters.category is None and parameters.min_similarity is None and parameters.k >= SUGGESTION_POOL:
+        voters = found
+    else:
+        voters = search.nearest(vector, SearchParameters(k=SUGGESTION_POOL), model=model)
+    return vote((neighbour.category, neighbour.similarity) for neighbour in voters)
 
 
 def similar_products(product_id: str, parameters: SearchParameters, *, search: VectorSearch) -> SearchResult:
