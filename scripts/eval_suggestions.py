@@ -39,8 +39,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +235,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--margin", type=float, default=MARGIN, help=f"calibration margin (default {MARGIN})")
     arguments = parser.parse_args()
+    started = time.monotonic()
     card = load_model_card(MODEL_DIR)
     embedder = Embedder(card, threads=2)
     classes = json.loads((MODEL_DIR / "imagenet_classes.json").read_text(encoding="utf-8"))
@@ -304,6 +308,10 @@ def main() -> None:
         "calibration_margin": arguments.margin,
         "model_version": embedder.model_version,
         "splits": arguments.seeds,
+        "command": " ".join(["scripts/eval_suggestions.py", *sys.argv[1:]]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "seconds": round(time.monotonic() - started, 1),
         "datasets": summary,
     }
     if arguments.out is not None:
