@@ -75,11 +75,13 @@ POOL = max(KS)
 FloatArray = npt.NDArray[np.float32]
 
 
-def embed_dataset(dataset: Dataset, embedder: Embedder, batch: int = 32) -> tuple[FloatArray, FloatArray]:
+def embed_dataset(
+    dataset: Dataset, embedder: Embedder, cache_dir: Path, batch: int = 32
+) -> tuple[FloatArray, FloatArray]:
     """Unit vectors [n, d] and ImageNet logits [n, 1000] of every image, cached."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     name = f"{dataset.list_sha256()[:20]}-{embedder.model_version.replace('/', '_')}.npz"
-    cached = CACHE_DIR / name
+    cached = cache_dir / name
     if cached.is_file():
         with np.load(cached) as stored:
             return stored["vectors"], stored["logits"]
@@ -179,11 +181,13 @@ def imagenet_report(
     }
 
 
-def evaluate(root: Path, embedder: Embedder, classes: list[str], seeds: range) -> dict[str, Any]:
+def evaluate(
+    root: Path, embedder: Embedder, classes: list[str], seeds: range, cache_dir: Path
+) -> dict[str, Any]:
     """Every (k, power)'s curves on the calibration and the test halves, pooled over `seeds`
     (each seed its own split by product: small sets give noisy thresholds otherwise)."""
     dataset = read_labelled_folder(root)
-    vectors, logits = embed_dataset(dataset, embedder)
+    vectors, logits = embed_dataset(dataset, embedder, cache_dir)
     position = {item.key: i for i, item in enumerate(dataset.images)}
     names = ("calibration", "test")
     neighbours: dict[str, list[list[tuple[str, float]]]] = {name: [] for name in names}
@@ -233,6 +237,9 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, action="append", required=True)
     parser.add_argument("--seeds", type=int, default=10, help="splits by product, pooled (default 10)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--cache-dir", type=Path, default=CACHE_DIR, help=f"embeddings cache (default {CACHE_DIR})"
+    )
     parser.add_argument("--margin", type=float, default=MARGIN, help=f"calibration margin (default {MARGIN})")
     arguments = parser.parse_args()
     started = time.monotonic()
@@ -241,7 +248,10 @@ def main() -> None:
     classes = json.loads((MODEL_DIR / "imagenet_classes.json").read_text(encoding="utf-8"))
     if isinstance(classes, dict):
         classes = [classes[str(i)] for i in range(len(classes))]
-    results = [evaluate(root, embedder, classes, range(arguments.seeds)) for root in arguments.dataset]
+    results = [
+        evaluate(root, embedder, classes, range(arguments.seeds), arguments.cache_dir)
+        for root in arguments.dataset
+    ]
 
     wanted = TARGET_PRECISION + arguments.margin
 
@@ -271,7 +281,8 @@ def main() -> None:
     summary = []
     for result in results:
         test_rows = {row["threshold"]: row for row in result["grid"][chosen]["test"]}
-        at = test_rows[threshold]
+        # A threshold above the grid: no configuration reached the target on calibration.
+        at = test_rows.get(threshold, {"precision": None, "coverage": 0.0})
         accuracy = test_rows[0.0]["precision"]
         summary.append(
             {
