@@ -26,7 +26,7 @@ from lookalike.store import ImageRecord, Store
 from lookalike.store.category_suggestions import refresh_suggestions
 from lookalike.suggestions import CONFIDENT_AT
 from lookalike_aws.runtime import reset_runtime
-from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler
+from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler, load_module
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -227,3 +227,23 @@ def test_uncategorised_refuses_bad_parameters_with_400(
     status, payload = request(query_handler, "GET", "/uncategorised", query=query)
     assert status == 400, payload
     assert payload["error"] in {"invalid_parameter", "bad_cursor"}
+
+
+def test_the_review_command_lists_every_uncategorised_image(
+    catalogue: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = load_module(REPO_ROOT / "scripts" / "uncategorised.py", "uncategorised_cli_under_test")
+    assert command.main(["--format", "json", "--out", str(tmp_path / "all.json")]) == 0
+    rows = json.loads((tmp_path / "all.json").read_text())
+    assert {row["key"]: row["suggested_category"] for row in rows} == {
+        "inbox/new-chelsea.jpg": "animals",
+        "inbox/new-coffee.jpg": "food",
+        "inbox/new-rocket.jpg": "vehicles",
+    }
+    assert all(row["confident"] == (row["confidence"] >= CONFIDENT_AT) for row in rows)
+    assert "3 uncategorised images" in capsys.readouterr().err
+
+    assert command.main(["--confident", "--out", str(tmp_path / "confident.csv")]) == 0
+    lines = (tmp_path / "confident.csv").read_text().splitlines()
+    assert lines[0].startswith("bucket,key,product_id,suggested_category,confidence,confident")
+    assert len(lines) - 1 == sum(row["confident"] for row in rows)
