@@ -13,11 +13,11 @@ statement, that it still is, and on a switch embeds again with the new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lookalike.images import decode_image
-from lookalike.model.embedder import Embedder, FloatArray, get_embedder
+from lookalike.model.embedder import Embedder, get_embedder
 from lookalike.settings import Settings
 from lookalike.store import (
     ModelRef,
@@ -64,35 +64,27 @@ def search_by_image(
     for attempt in range(SWITCH_RETRIES + 1):
         model = _active(search)
         vector = embedder_for(model.version).embed([decoded.image]).vectors[0]
+        # Without filters the results' own neighbours vote: one search, for at least
+        # SUGGESTION_POOL products (the response keeps the first k). A filter would decide the
+        # vote, so a filtered search asks once more, unfiltered (docs/API.md, "Suggested categories").
+        unfiltered = parameters.category is None and parameters.min_similarity is None
+        asked = replace(parameters, k=max(parameters.k, SUGGESTION_POOL)) if unfiltered else parameters
         try:
             # The search answers only while `model` is still the active one, so the photo's vector
             # and the catalogue's are always of the same model, the active one.
-            neighbours = search.nearest(vector, parameters, model=model, while_active=True)
+            neighbours = search.nearest(vector, asked, model=model, while_active=True)
         except ModelNoLongerActiveError:
             if attempt == SWITCH_RETRIES:
                 raise
             continue
-        return SearchResult(
-            neighbours, model, suggest_categories(vector, neighbours, parameters, search, model)
+        voters = (
+            neighbours
+            if unfiltered
+            else search.nearest(vector, SearchParameters(k=SUGGESTION_POOL), model=model)
         )
+        suggestions = vote((neighbour.category, neighbour.similarity) for neighbour in voters)
+        return SearchResult(neighbours[: parameters.k], model, suggestions)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def suggest_categories(
-    vector: FloatArray,
-    found: list[Neighbour],
-    parameters: SearchParameters,
-    search: VectorSearch,
-    model: ModelRef,
-) -> list[CategorySuggestion]:
-    """The suggested categories of a photo (`lookalike.suggestions.vote`): from the search's own
-    results when they are the whole catalogue's nearest products and enough of them, else from
-    one more search without the request's filters (a category filter would decide the vote)."""
-    if parameters.category is None and parameters.min_similarity is None and parameters.k >= SUGGESTION_POOL:
-        voters = found
-    else:
-        voters = search.nearest(vector, SearchParameters(k=SUGGESTION_POOL), model=model)
-    return vote((neighbour.category, neighbour.similarity) for neighbour in voters)
 
 
 def similar_products(product_id: str, parameters: SearchParameters, *, search: VectorSearch) -> SearchResult:
