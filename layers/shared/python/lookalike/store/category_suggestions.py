@@ -101,22 +101,23 @@ def refresh_suggestions(store: Store, refs: Sequence[ObjectRef], *, ef_search: i
 
     def write(connection: psycopg.Connection[TupleRow]) -> int:
         model = active_model(connection)
+        if model is None:  # a new deployment before its bootstrap: nothing to vote with
+            return 0
         asked = [int(row[0]) for row in connection.execute(_ASKED_IDS, parameters).fetchall()]
+        connection.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), "
+            "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+            (str(max(ef_search, POOL_FACTOR * VOTE_K)),),
+        )
         voters: dict[int, list[tuple[str, str, float]]] = {}
-        if model is not None:
-            connection.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                (str(max(ef_search, POOL_FACTOR * VOTE_K)),),
-            )
-            for image_id, product_id, category, distance in connection.execute(
-                _neighbours_statement(model), parameters
-            ).fetchall():
-                voters.setdefault(int(image_id), []).append((product_id, category, float(distance)))
+        for image_id, product_id, category, distance in connection.execute(
+            _neighbours_statement(model), parameters
+        ).fetchall():
+            voters.setdefault(int(image_id), []).append((product_id, category, float(distance)))
         rows = []
         for image_id, found in voters.items():
             ranked = vote(_best_per_product(found))
-            if ranked and model is not None:
+            if ranked:
                 rows.append(
                     {
                         "image_id": image_id,
