@@ -19,12 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-# Chosen by measurement (scripts/eval_suggestions.py: best coverage at >= 90 % precision over
-# both labelled sets; docs/BENCHMARKS.md "Suggested categories").
+# Chosen by measurement on held-out labelled data (`make eval-suggestions`, docs/BENCHMARKS.md
+# "Suggested categories"): the k and power whose confidence covers the most images at the
+# threshold that keeps the top suggestion's precision >= 90 % in both labelled sets.
 VOTE_K: Final = 10
 VOTE_POWER: Final = 4.0
-# The lowest confidence at which the top suggestion was right >= 90 % of the time on held-out
-# data in both labelled sets: a suggestion at or above it is marked `confident`.
+# That threshold: a suggestion at or above it is marked `confident`.
 CONFIDENT_AT: Final = 0.65
 
 
