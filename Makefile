@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality tune-data tune
+.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality tune-data tune eval-suggestions
 
 help:
 	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
@@ -89,6 +89,10 @@ tune-data: $(STAMP)
 # make tune ARGS="--dataset DIR --out MODEL_DIR ..."; without ARGS the Fashion-MNIST benchmark run.
 tune: $(STAMP) tune-data
 	$(BIN)/python scripts/tune.py $(or $(ARGS),--dataset $(TUNE_DATA)/fashion-mnist-5k --out .data/models/fashion-mnist-5k-$$(date +%Y%m%d%H%M%S) --report docs/bench/tune_fashion_mnist.json --plot docs/img/tune_fashion_mnist.png)
+
+# Suggested categories (docs/BENCHMARKS.md, "Suggested categories"): k, power and the confident threshold.
+eval-suggestions: $(STAMP) tune-data
+	$(BIN)/python scripts/eval_suggestions.py --dataset $(TUNE_DATA)/fashion-mnist-5k --dataset $(TUNE_DATA)/tuxpaint --out docs/bench/suggestions.json $(ARGS)
 
 openapi: $(STAMP)
 	$(BIN)/python scripts/export_openapi.py

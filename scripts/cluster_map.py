@@ -8,11 +8,12 @@ clusters them with k-means (K chosen by the best silhouette score unless --clust
 unit vectors, so Euclidean k-means follows cosine similarity), projects them to 2-D (PCA to 50
 dimensions, then t-SNE) and draws every image as a dot coloured by its category, each cluster
 labelled at its centre, with the images nearest each cluster's centre as thumbnails beside the
-map. Thumbnails come from the sample catalogue when a key is one of its objects (the local
-stack), else from S3 (S3_ENDPOINT_URL / AWS), else a grey tile. The HTML page is one
-self-contained file (inline SVG and a few lines of JS, no CDN): hover a dot for its key and
-product, click a category to highlight it. A JSON summary goes to stdout: per cluster its size
-and categories, per category how much of it falls into its main cluster ("distinct" when >= 0.8).
+map. Thumbnails come from the demo's catalogue when a key is one of its objects (the local stack;
+--catalogue fashion / stamps after `make demo ARGS="--catalogue ..."`), else from S3
+(S3_ENDPOINT_URL / AWS), else a grey tile. The HTML page is one self-contained file (inline SVG and
+a few lines of JS, no CDN): hover a dot for its key and product, click a category to highlight it.
+A JSON summary goes to stdout: per cluster its size and categories, per category how much of it
+falls into its main cluster ("distinct" when >= 0.8).
 """
 
 from __future__ import annotations
@@ -146,13 +147,15 @@ def summary(cluster_map: ClusterMap) -> dict[str, Any]:
 
 
 class Thumbnails:
-    """Thumbnail JPEGs by key: the sample catalogue's bytes when the key is one of its objects,
+    """Thumbnail JPEGs by key: the demo catalogue's bytes when the key is one of its objects,
     else the object from S3, else a grey tile."""
 
-    def __init__(self) -> None:
+    def __init__(self, catalogue_name: str = "sample") -> None:
         from lookalike_local.catalogue import catalogue
+        from lookalike_local.public_catalogues import public_catalogue
 
-        self._sample = {item.key: item for item in catalogue()}
+        objects = catalogue() if catalogue_name == "sample" else public_catalogue(catalogue_name).objects
+        self._sample = {item.key: item for item in objects}
         self._cache: dict[tuple[str, str], Any] = {}
 
     def image(self, image: ImageSummary) -> Any:
@@ -348,6 +351,12 @@ def main(argv: list[str] | None = None, *, store: Store | None = None) -> int:
     parser.add_argument("--png", type=Path, default=REPO_ROOT / "docs" / "img" / "cluster_map.png")
     parser.add_argument("--html", type=Path, help="also write the interactive page here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--catalogue",
+        choices=("sample", "fashion", "stamps"),
+        default="sample",
+        help="the demo catalogue the thumbnails come from (make demo ARGS=--catalogue ...)",
+    )
     args = parser.parse_args(argv)
 
     if store is None:
@@ -360,7 +369,7 @@ def main(argv: list[str] | None = None, *, store: Store | None = None) -> int:
         print("no embedded images in the store", file=sys.stderr)
         return 1
     cluster_map = build_map(images, vectors, k=args.clusters, seed=args.seed)
-    thumbnails = Thumbnails()
+    thumbnails = Thumbnails(args.catalogue)
     title = f"{len(images)} images, {cluster_map.k} clusters (t-SNE of the embeddings)"
     draw_png(cluster_map, thumbnails, args.png, title)
     if args.html:

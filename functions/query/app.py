@@ -27,7 +27,9 @@ from domain import (
     ProductNotFoundError,
     SearchParameters,
     SettingsError,
+    decode_cursor,
     duplicate_groups_page,
+    encode_cursor,
     get_embedder,
     get_search,
     get_settings,
@@ -36,6 +38,7 @@ from domain import (
     registry_status,
     search_by_image,
     similar_products,
+    uncategorised_images,
 )
 from request_body import search_photo
 from resolver import HttpApiResolver
@@ -61,7 +64,7 @@ UPLOAD_URL_SECONDS = 300
     'or JSON {"image_base64": "..."} or {"s3_key": "products/..."} for a photo in the bucket.',
     openapi_extensions={"requestBody": views.search_request_body()},
     responses=views.responses(
-        views.SearchResponse,
+        views.PhotoSearchResponse,
         HTTPStatus.BAD_REQUEST,
         HTTPStatus.NOT_FOUND,
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -73,12 +76,13 @@ UPLOAD_URL_SECONDS = 300
 @tracer.capture_method
 def search(
     k: views.K = 10, category: views.Category = None, min_similarity: views.MinSimilarity = None
-) -> views.SearchResponse:
+) -> views.PhotoSearchResponse:
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
     photo = search_photo(app.current_event)
     result = search_by_image(photo, parameters, search=get_search(), settings=get_settings())
     metrics.add_metric(name="SearchesByImage", unit=MetricUnit.Count, value=1)
-    return views.search_response(result.neighbours, result.model.version)
+    response = views.search_response(result.neighbours, result.model.version)
+    return views.photo_search_response(response, result.suggested_categories)
 
 
 @app.post(
@@ -196,6 +200,24 @@ def duplicates(
         get_search(), threshold=threshold, category=category, limit=limit, cursor=cursor
     )
     return views.duplicates_response(page, threshold=threshold, category=category)
+
+
+@app.get(
+    "/uncategorised",
+    summary="Images without a category, with their suggested categories, for review",
+    description="Embedded images uploaded without a category, in key order, each with the stored vote of "
+    "its nearest categorised products (written at ingest). A given category is never overwritten: "
+    "set one by uploading the image again under the key layout or with x-amz-meta-category.",
+    responses=views.responses(
+        views.UncategorisedResponse, HTTPStatus.BAD_REQUEST, HTTPStatus.SERVICE_UNAVAILABLE
+    ),
+)
+@tracer.capture_method
+def uncategorised(limit: views.ReviewLimit = 50, cursor: views.Cursor = None) -> views.UncategorisedResponse:
+    after = decode_cursor(cursor) if cursor else None
+    images = uncategorised_images(get_store(), after=after, limit=limit)
+    next_cursor = encode_cursor(images[-1].ref) if len(images) == limit else None
+    return views.uncategorised_response(images, next_cursor)
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -4,7 +4,14 @@ Every name the function uses from `lookalike` and `lookalike_aws` is imported he
 else in this folder, so a move inside those packages is followed in this file alone.
 """
 
-from lookalike.duplicates import DEFAULT_THRESHOLD, DuplicatePage, InvalidCursorError, duplicate_groups_page
+from lookalike.duplicates import (
+    DEFAULT_THRESHOLD,
+    DuplicatePage,
+    InvalidCursorError,
+    decode_cursor,
+    duplicate_groups_page,
+    encode_cursor,
+)
 from lookalike.images import (
     ALLOWED_FORMATS,
     CorruptImage,
@@ -21,14 +28,18 @@ from lookalike.ports import FetchedObject, ObjectTooLarge, TransientError
 from lookalike.search import ProductNotFoundError, registry_status, search_by_image, similar_products
 from lookalike.settings import SettingsError, get_settings
 from lookalike.store import MAX_K, Neighbour, NoActiveModelError, SearchParameters, StoredImage
+from lookalike.store.category_suggestions import UncategorisedImage, uncategorised_images
 from lookalike.store.search import ModelNoLongerActiveError
+from lookalike.suggestions import CONFIDENT_AT, CategorySuggestion
 from lookalike_aws.runtime import get_search, get_store
 from lookalike_aws.s3 import S3ObjectSource, presigned_upload
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "CONFIDENT_AT",
     "DEFAULT_THRESHOLD",
     "MAX_K",
+    "CategorySuggestion",
     "CorruptImage",
     "DuplicatePage",
     "EmptyImage",
@@ -49,8 +60,11 @@ __all__ = [
     "TooManyPixels",
     "TransientError",
     "TruncatedImage",
+    "UncategorisedImage",
     "UnsupportedFormat",
+    "decode_cursor",
     "duplicate_groups_page",
+    "encode_cursor",
     "get_embedder",
     "get_search",
     "get_settings",
@@ -59,4 +73,5 @@ __all__ = [
     "registry_status",
     "search_by_image",
     "similar_products",
+    "uncategorised_images",
 ]

@@ -11,7 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # isort: split
 # The function's own modules: Lambda puts the function's folder on sys.path.
-from domain import ALLOWED_FORMATS, MAX_K, DuplicatePage, Neighbour, StoredImage
+from domain import (
+    ALLOWED_FORMATS,
+    CONFIDENT_AT,
+    MAX_K,
+    CategorySuggestion,
+    DuplicatePage,
+    Neighbour,
+    StoredImage,
+    UncategorisedImage,
+)
 
 # PostgreSQL text cannot hold NUL: such a value is refused here (400), not by the database (500).
 NO_NUL = r"^[^\x00]*$"
@@ -34,6 +43,7 @@ GroupLimit = Annotated[int, Query(ge=1, le=200, description="groups per page at 
 Cursor = Annotated[
     str | None, Query(min_length=1, max_length=2048, description="next_cursor of the last page")
 ]
+ReviewLimit = Annotated[int, Query(ge=1, le=500, description="images per page at most")]
 
 
 class ErrorBody(BaseModel):
@@ -57,6 +67,43 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     count: int
     model_version: str
+
+
+class SuggestedCategory(BaseModel):
+    category: str
+    confidence: float = Field(
+        description="the category's share of the similarity-weighted vote of the nearest categorised "
+        "products, 0..1 (docs/API.md, Suggested categories)"
+    )
+    confident: bool = Field(
+        description=f"confidence >= {CONFIDENT_AT}: at that confidence the top suggestion was right at "
+        "least 90 % of the time on held-out labelled data (docs/BENCHMARKS.md, Suggested categories)"
+    )
+
+
+class PhotoSearchResponse(SearchResponse):
+    suggested_categories: list[SuggestedCategory] = Field(
+        description="categories the photo probably belongs to, best first (empty when no neighbour has "
+        "a category); computed over the whole catalogue, whatever the category filter"
+    )
+
+
+class UncategorisedImageView(BaseModel):
+    key: str
+    product_id: str
+    width: int
+    height: int
+    suggested_categories: list[SuggestedCategory] = Field(
+        description="the stored vote, best first; empty when no categorised product could vote"
+    )
+    model_version: str | None = Field(description="the model whose vectors voted; null without a vote")
+
+
+class UncategorisedResponse(BaseModel):
+    images: list[UncategorisedImageView]
+    count: int
+    confident_at: float = Field(description="the confidence from which a suggestion is marked confident")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
 class StoredImageView(BaseModel):
@@ -294,4 +341,43 @@ def duplicates_response(page: DuplicatePage, *, threshold: float, category: str 
         category=category,
         scanned=page.scanned,
         next_cursor=page.next_cursor,
+    )
+
+
+def suggested_categories(suggestions: Iterable[CategorySuggestion]) -> list[SuggestedCategory]:
+    return [
+        SuggestedCategory(
+            category=s.category, confidence=round(s.confidence, 4), confident=s.confidence >= CONFIDENT_AT
+        )
+        for s in suggestions
+    ]
+
+
+def photo_search_response(
+    response: SearchResponse, suggestions: Iterable[CategorySuggestion]
+) -> PhotoSearchResponse:
+    """A search-by-photo answer: the search response with the photo's suggested categories."""
+    return PhotoSearchResponse.model_validate(
+        {**response.model_dump(), "suggested_categories": suggested_categories(suggestions)}
+    )
+
+
+def uncategorised_response(
+    images: list[UncategorisedImage], next_cursor: str | None
+) -> UncategorisedResponse:
+    return UncategorisedResponse(
+        images=[
+            UncategorisedImageView(
+                key=image.ref.key,
+                product_id=image.product_id,
+                width=image.width,
+                height=image.height,
+                suggested_categories=suggested_categories(image.suggestions),
+                model_version=image.model_version,
+            )
+            for image in images
+        ],
+        count=len(images),
+        confident_at=CONFIDENT_AT,
+        next_cursor=next_cursor,
     )

@@ -182,7 +182,7 @@ class CatalogueObject:
     """One object to put into the bucket."""
 
     product_id: str
-    category: str
+    category: str | None  # None: uploaded without one (outside the key layout), for a suggestion
     filename: str
     content_type: str
     source: str
@@ -190,6 +190,10 @@ class CatalogueObject:
 
     @property
     def key(self) -> str:
+        if self.category is None:
+            # One segment under the prefix matches no layout: the category stays unknown and the
+            # product id comes from the object's metadata (docs/INGEST.md).
+            return f"{KEY_PREFIX}{self.product_id}-{self.filename}"
         return f"{KEY_PREFIX}{self.category}/{self.product_id}/{self.filename}"
 
     def body(self) -> bytes:

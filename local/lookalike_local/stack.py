@@ -280,13 +280,14 @@ class LocalStack:
         self.progress.keys += [obj.key for obj in objects]
         return self.progress
 
-    def _put(self, key: str, body: bytes, content_type: str, product_id: str, category: str) -> None:
+    def _put(self, key: str, body: bytes, content_type: str, product_id: str, category: str | None) -> None:
+        metadata = {"product-id": product_id} | ({"category": category} if category is not None else {})
         self.s3.put_object(
             Bucket=self.topology.bucket,
             Key=key,
             Body=body,
             ContentType=content_type or "application/octet-stream",
-            Metadata={"product-id": product_id, "category": category},
+            Metadata=metadata,
         )
         with self._thumbnail_lock:
             for cached in [cached for cached in self._thumbnails if cached[0] == key]:

@@ -86,12 +86,16 @@ def materialise_fashion_mnist(
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for index in chosen:
-            picture = Image.fromarray(255 - images[index], mode="L").resize(
-                (side, side), Image.Resampling.BICUBIC
-            )
-            picture.convert("RGB").save(folder / f"{part}-{index:05d}.png")
+            fashion_packshot(images[index], side).save(folder / f"{part}-{index:05d}.png")
             written += 1
     return written
+
+
+def fashion_packshot(pixels: npt.NDArray[np.uint8], side: int) -> Image.Image:
+    """A 28x28 Fashion-MNIST image (light garment on black) as a dark-on-white RGB packshot."""
+    return (
+        Image.fromarray(255 - pixels, mode="L").resize((side, side), Image.Resampling.BICUBIC).convert("RGB")
+    )
 
 
 def folder_labels(

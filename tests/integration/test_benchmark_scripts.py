@@ -58,6 +58,10 @@ def last_json_line(arguments: list[str], tmp_path: Path, timeout_s: float = 400)
         (["scripts/bench_local_gateway.py", "--requests", "10"], {"variants"}),
         (["scripts/bench_second_model.py", "--rounds", "1"], {"second_total_ms"}),
         (
+            ["scripts/bench_suggestions.py", "--rows", "1500", "--rounds", "2"],
+            {"categorised_suggest", "uncategorised_suggest", "uncategorised_suggest_over_upsert_p50"},
+        ),
+        (
             [
                 "scripts/bench_model_versions.py",
                 "--before",

@@ -33,6 +33,7 @@ from PIL import Image
 from lookalike.ports import ObjectRef
 from lookalike.settings import get_settings
 from lookalike.store import SearchParameters, Store
+from lookalike.store.category_suggestions import uncategorised_images
 from lookalike_aws.runtime import get_search, get_store, reset_runtime
 from lookalike_local.embedded_db import EmbeddedPostgres
 from lookalike_local.lambda_runtime import LambdaContext, load_module
@@ -779,3 +780,124 @@ def test_versioned_bucket_delete_of_one_version_keeps_what_s3_still_serves(
     # The last version goes: nothing is served, the image leaves the index.
     assert ingest.invoke(delete_version(second))["batchItemFailures"] == []
     assert ingest.store.get_image(ref) is None
+
+
+# --- suggested categories (lookalike.store.category_suggestions) ------------------------------
+
+CATEGORY_OF = {
+    "chelsea": "animals",
+    "coffee": "food",
+    "astronaut": "people",
+    "rocket": "vehicles",
+    "motorcycle": "vehicles",
+    "hubble": "space",
+    "retina": "medical",
+    "ihc": "medical",
+    "china": "places",
+    "flower": "nature",
+}
+
+
+def _suggestion_rows(url: str) -> list[tuple[str, str, float, Any, datetime]]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT i.key, s.category, s.confidence, s.ranked, s.updated_at "
+            "FROM category_suggestions AS s JOIN images AS i ON i.id = s.image_id ORDER BY i.key"
+        ).fetchall()
+    return [(str(r[0]), str(r[1]), float(r[2]), r[3], r[4]) for r in rows]
+
+
+def test_an_upload_without_a_category_gets_a_stored_suggestion(
+    ingest: Harness, photos: list[SamplePhoto], clean_database: str
+) -> None:
+    """Two categorised products per photo and, in the SAME batch, a new photo of the cup without a
+    category (a key outside the layout) and a rocket given the category "toys". The cup gets the
+    vote of the batch's categorised images; the rocket keeps its category and gets no
+    suggestion; a redelivery changes nothing; a later upload with a category wins."""
+    uploads = []
+    for photo in photos:
+        image = photo.open_rgb()
+        image.thumbnail((320, 320))
+        width, height = image.size
+        detail = image.crop((width // 8, height // 8, width * 7 // 8, height * 7 // 8))
+        category = CATEGORY_OF[photo.name]
+        uploads.append(ingest.upload(f"products/{category}/{photo.name}/front.jpg", jpeg(image)))
+        uploads.append(ingest.upload(f"products/{category}/{photo.name}-detail/front.jpg", jpeg(detail, 75)))
+    cup = next(photo for photo in photos if photo.name == "coffee").open_rgb()
+    cup = cup.crop((cup.width // 5, cup.height // 6, cup.width, cup.height)).rotate(6).resize((300, 220))
+    loose = ingest.upload("uploads/new cup.jpg", jpeg(cup, 60))
+    rocket = next(photo for photo in photos if photo.name == "rocket").open_rgb()
+    toy = ingest.upload("products/toys/toy-rocket/front.jpg", jpeg(rocket.resize((200, 300)), 70))
+    event = ingest.sqs_for(*uploads, loose, toy)
+
+    assert ingest.invoke(event)["batchItemFailures"] == []
+    assert set(ingest.outcomes().values()) == {"embedded"}
+    rows = _suggestion_rows(clean_database)
+    assert [(key, category) for key, category, *_ in rows] == [(loose.key, "food")]
+    confidence, ranked = rows[0][2], rows[0][3]
+    assert 0.0 < confidence <= 1.0
+    assert ranked[0] == {"category": "food", "confidence": pytest.approx(confidence, abs=1e-4)}
+    assert [item["confidence"] for item in ranked] == sorted(
+        (item["confidence"] for item in ranked), reverse=True
+    )
+    toy_image = ingest.store.get_image(ObjectRef(ingest.bucket, toy.key))
+    assert toy_image is not None
+    assert toy_image.category == "toys"
+    loose_image = ingest.store.get_image(ObjectRef(ingest.bucket, loose.key))
+    assert loose_image is not None
+    assert loose_image.category is None
+
+    listed = uncategorised_images(ingest.store, after=None, limit=10)
+    assert [(image.ref.key, image.suggestions[0].category) for image in listed] == [(loose.key, "food")]
+    assert listed[0].model_version == get_search().active_model().version  # type: ignore[union-attr]
+
+    # At least once: the same delivery again writes nothing new.
+    assert ingest.invoke(event)["batchItemFailures"] == []
+    assert _suggestion_rows(clean_database) == rows
+
+    # The shop files the photo: a later upload with a category wins, and the suggestion goes.
+    filed = ingest.upload(loose.key, jpeg(cup, 60), {"category": "cups", "product-id": "cup-7"})
+    assert ingest.invoke(ingest.sqs_for(filed))["batchItemFailures"] == []
+    filed_image = ingest.store.get_image(ObjectRef(ingest.bucket, loose.key))
+    assert filed_image is not None
+    assert filed_image.category == "cups"
+    assert _suggestion_rows(clean_database) == []
+    assert uncategorised_images(ingest.store, after=None, limit=10) == []
+
+
+def test_an_upload_without_a_category_and_nothing_to_vote_is_listed_without_a_suggestion(
+    ingest: Harness, photos: list[SamplePhoto], clean_database: str
+) -> None:
+    loose = ingest.upload("loose.jpg", photos[0].jpeg_bytes(max_side=200))
+    assert ingest.invoke(ingest.sqs_for(loose))["batchItemFailures"] == []
+    assert _suggestion_rows(clean_database) == []
+    listed = uncategorised_images(ingest.store, after=None, limit=10)
+    assert [(image.ref.key, image.suggestions, image.model_version) for image in listed] == [
+        ("loose.jpg", [], None)
+    ]
+
+
+def test_a_suggestion_the_database_refuses_fails_only_its_own_record(
+    ingest: Harness, photos: list[SamplePhoto], clean_database: str
+) -> None:
+    """Per-record isolation holds for the suggestion step too: a refusal (a real CHECK constraint
+    this test adds) fails the one uncategorised image's message, for a retry; the rest of the
+    batch is written and acknowledged."""
+    with psycopg.connect(clean_database, autocommit=True) as connection:
+        connection.execute(
+            "ALTER TABLE category_suggestions ADD CONSTRAINT refuse_one CHECK (category <> 'food')"
+        )
+    coffee = next(photo for photo in photos if photo.name == "coffee")
+    chelsea = next(photo for photo in photos if photo.name == "chelsea")
+    known = ingest.upload("products/food/coffee/front.jpg", coffee.jpeg_bytes(max_side=300))
+    cat = ingest.upload("products/animals/chelsea/front.jpg", chelsea.jpeg_bytes(max_side=300))
+    assert ingest.invoke(ingest.sqs_for(known, cat))["batchItemFailures"] == []
+    loose_cup = ingest.upload("loose/cup.jpg", coffee.jpeg_bytes(max_side=250, quality=60))
+    loose_cat = ingest.upload("loose/cat.jpg", chelsea.jpeg_bytes(max_side=250, quality=60))
+    event = ingest.sqs_for(loose_cup, loose_cat)
+
+    assert failed_ids(ingest.invoke(event)) == {event["Records"][0]["messageId"]}
+    assert ingest.outcomes() == {loose_cup.key: "failed", loose_cat.key: "embedded"}
+    assert [(key, category) for key, category, *_ in _suggestion_rows(clean_database)] == [
+        (loose_cat.key, "animals")
+    ]

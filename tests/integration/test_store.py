@@ -119,7 +119,7 @@ def test_migration_is_idempotent_and_safe_from_two_connections_at_once(clean_dat
 
     with psycopg.connect(clean_database) as connection:
         versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
-        assert versions == [(1,), (2,)]
+        assert versions == [(1,), (2,), (3,)]
         storage = connection.execute(
             "SELECT attstorage FROM pg_attribute "
             "WHERE attrelid = 'embeddings'::regclass AND attname = 'embedding'"

@@ -130,3 +130,20 @@ def test_search_parameters_reject_out_of_range_values(arguments: dict[str, float
 def test_search_parameters_defaults() -> None:
     assert SearchParameters() == SearchParameters(k=10, category=None, min_similarity=None)
     assert SearchParameters(k=MAX_K, min_similarity=-1.0).k == MAX_K
+
+
+def test_openapi_documents_suggested_categories_and_the_review_listing(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    search = document["paths"]["/search"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert search == {"$ref": "#/components/schemas/PhotoSearchResponse"}
+    assert "suggested_categories" in schemas["PhotoSearchResponse"]["required"]
+    assert set(schemas["SuggestedCategory"]["properties"]) == {"category", "confidence", "confident"}
+    assert "suggested_categories" not in schemas["SearchResponse"]["properties"]  # by product: none
+    listing = document["paths"]["/uncategorised"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == {"limit", "cursor"}
+    assert {"200", "400", "503"} <= set(listing["responses"])
+    assert set(schemas["UncategorisedImageView"]["properties"]) >= {
+        "key",
+        "product_id",
+        "suggested_categories",
+    }

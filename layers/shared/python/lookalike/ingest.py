@@ -13,7 +13,8 @@ For a batch the use case
    per image than one call each) with every model the registry maintains (active, building,
    standby: `lookalike.model_versions.maintained_embedders`), decoding each image once,
 5. writes: one upsert for all images and their vectors, one tombstone per removal, one row per
-   rejection.
+   rejection,
+6. stores a suggested category for each image without one (`lookalike.store.category_suggestions`).
 
 Failures are sorted by what a retry can change. A rejection is permanent and acknowledged (a
 poison image must not loop). A vanished object is not an error: its delete event tombstones it.
@@ -48,6 +49,7 @@ from lookalike.ports import (
     TransientError,
 )
 from lookalike.store import ImageRecord, Rejection, Store
+from lookalike.store.category_suggestions import refresh_suggestions
 
 # Reads in flight at once; boto3's default connection pool (10) is the ceiling.
 FETCH_CONCURRENCY = 8
@@ -359,6 +361,45 @@ def _record(item: _Decoded, embeddings: Mapping[int, FloatArray], layout: KeyLay
     )
 
 
+def _suggest(batch: IngestBatch, store: Store) -> Exception | None:
+    """Step 6: the stored category suggestions of the images just written (uncategorised ones
+    get their neighbours' vote, categorised ones lose any old suggestion); after the images'
+    own transaction, so that categorised images of the same batch vote too.
+
+    Recomputed from the store's state, so a retry or a redelivery gives the same rows. A failure
+    fails the image's event (retried; the image write itself is then a no-op): transient ones
+    for every image, as for the writes above (returned, so that the remaining writes are not
+    tried), a refused one for its own image only.
+    """
+    written = {id(outcome.event) for outcome in batch.outcomes if outcome.kind in ("embedded", "stale")}
+    targets = [(event, record.ref) for event, record in batch.images if id(event) in written]
+
+    def fail(events: list[ObjectEvent], detail: str) -> None:
+        failed = {id(event) for event in events}
+        batch.outcomes[:] = [outcome for outcome in batch.outcomes if id(outcome.event) not in failed]
+        batch.outcomes.extend(EventOutcome(event, "failed", detail) for event in events)
+
+    def attempt(items: list[tuple[ObjectEvent, ObjectRef]]) -> Exception | None:
+        try:
+            refresh_suggestions(store, [ref for _, ref in items])
+        except TRANSIENT_DATABASE_ERRORS as caught:
+            fail([event for event, _ in items], f"database unavailable: {caught}".strip())
+            return caught
+        except psycopg.Error as refused:
+            if len(items) == 1:
+                fail([items[0][0]], f"suggesting a category failed: {refused}".strip())
+                return None
+            for position, item in enumerate(items):
+                down = attempt([item])
+                if down is not None:
+                    rest = [event for event, _ in items[position + 1 :]]
+                    fail(rest, f"database unavailable: {down}".strip())
+                    return down
+        return None
+
+    return attempt(targets) if targets else None
+
+
 def _write(batch: IngestBatch, store_factory: Callable[[], Store]) -> None:
     """All database writes, each outcome kept with its own event.
 
@@ -436,6 +477,8 @@ def _write(batch: IngestBatch, store_factory: Callable[[], Store]) -> None:
     rejected_events = {id(row): event for event, row in [*batch.rejections, *batch.unstorable]}
     if batch.images:
         attempt(batch.images, upsert)
+        if store is not None and error is None:
+            error = _suggest(batch, store)
     for removal in batch.removals:
         attempt([(removal, removal)], delete)
     for rejection in batch.rejections:

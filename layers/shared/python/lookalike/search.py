@@ -13,7 +13,7 @@ statement, that it still is, and on a switch embeds again with the new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lookalike.images import decode_image
@@ -28,10 +28,14 @@ from lookalike.store import (
     VectorSearch,
 )
 from lookalike.store.search import ModelNoLongerActiveError
+from lookalike.suggestions import VOTE_K, CategorySuggestion, vote
 
 # A switch noticed by a search is followed by one more try with the new active model; two
 # switches within one query's milliseconds end in the error (a 503 to try again).
 SWITCH_RETRIES = 1
+# Products a search by photo asks for to make its suggested categories: VOTE_K categorised ones,
+# with room for neighbours without a category (which do not vote).
+SUGGESTION_POOL = 2 * VOTE_K
 
 
 class ProductNotFoundError(LookupError):
@@ -42,6 +46,8 @@ class ProductNotFoundError(LookupError):
 class SearchResult:
     neighbours: list[Neighbour]
     model: ModelRef  # the model whose vectors were searched (the response's model_version)
+    # Search by photo only: the vote of the photo's nearest categorised products, best first.
+    suggested_categories: list[CategorySuggestion] = field(default_factory=list)
 
 
 def search_by_image(
@@ -58,13 +64,26 @@ def search_by_image(
     for attempt in range(SWITCH_RETRIES + 1):
         model = _active(search)
         vector = embedder_for(model.version).embed([decoded.image]).vectors[0]
+        # Without filters the results' own neighbours vote: one search, for at least
+        # SUGGESTION_POOL products (the response keeps the first k). A filter would decide the
+        # vote, so a filtered search asks once more, unfiltered (docs/API.md, "Suggested categories").
+        unfiltered = parameters.category is None and parameters.min_similarity is None
+        asked = replace(parameters, k=max(parameters.k, SUGGESTION_POOL)) if unfiltered else parameters
         try:
             # The search answers only while `model` is still the active one, so the photo's vector
             # and the catalogue's are always of the same model, the active one.
-            return SearchResult(search.nearest(vector, parameters, model=model, while_active=True), model)
+            neighbours = search.nearest(vector, asked, model=model, while_active=True)
         except ModelNoLongerActiveError:
             if attempt == SWITCH_RETRIES:
                 raise
+            continue
+        voters = (
+            neighbours
+            if unfiltered
+            else search.nearest(vector, SearchParameters(k=SUGGESTION_POOL), model=model)
+        )
+        suggestions = vote((neighbour.category, neighbour.similarity) for neighbour in voters)
+        return SearchResult(neighbours[: parameters.k], model, suggestions)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

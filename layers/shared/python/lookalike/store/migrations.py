@@ -12,7 +12,11 @@ import psycopg
 MIGRATION_LOCK_ID: Final = 0x4C4F4F4B414C494B  # "LOOKALIK"
 
 # (version, file in lookalike/store/sql/): append new steps, never edit an applied one.
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, "0001_schema.sql"), (2, "0002_model_versions.sql"))
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
+    (1, "0001_schema.sql"),
+    (2, "0002_model_versions.sql"),
+    (3, "0003_category_suggestions.sql"),
+)
 
 
 def migrate(connection: psycopg.Connection[Any]) -> None:
