@@ -13,10 +13,11 @@ statement, that it still is, and on a switch embeds again with the new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lookalike.images import decode_image
+from lookalike.matches import MatchCutoffs, MatchLevel, MatchLevelsUnavailableError, at_least, match_cutoffs
 from lookalike.model.embedder import Embedder, get_embedder
 from lookalike.settings import Settings
 from lookalike.store import (
@@ -42,6 +43,43 @@ class ProductNotFoundError(LookupError):
 class SearchResult:
     neighbours: list[Neighbour]
     model: ModelRef  # the model whose vectors were searched (the response's model_version)
+    cutoffs: MatchCutoffs | None = None  # that model's match levels (None: not calibrated)
+
+    def matches(self) -> list[MatchLevel | None]:
+        """Each neighbour's match level by the answering model's cut-offs (None without them)."""
+        cutoffs = self.cutoffs
+        return [None if cutoffs is None else cutoffs.level(n.similarity) for n in self.neighbours]
+
+
+CutoffsFor = Callable[[str], MatchCutoffs | None]
+
+
+def _with_min_match(
+    parameters: SearchParameters, min_match: MatchLevel | None, cutoffs: MatchCutoffs | None, version: str
+) -> SearchParameters:
+    """The search's similarity floor raised to `min_match`'s cut-off, so that the database returns
+    k results at that level or above (not k results of which some are then dropped)."""
+    if min_match is None or min_match == "weak":
+        return parameters
+    if cutoffs is None:
+        raise MatchLevelsUnavailableError(
+            f"model {version} has no calibrated match levels (scripts/calibrate_matches.py --write-card): "
+            "filter with min_similarity instead"
+        )
+    floor = cutoffs.floor(min_match)
+    if floor is None or (parameters.min_similarity is not None and parameters.min_similarity >= floor):
+        return parameters
+    return replace(parameters, min_similarity=floor)
+
+
+def _result(
+    neighbours: list[Neighbour], model: ModelRef, cutoffs: MatchCutoffs | None, min_match: MatchLevel | None
+) -> SearchResult:
+    if cutoffs is not None and min_match is not None:
+        # The database compares distances in half precision: a result at the floor's edge may
+        # come back a hair below it, and must not be shown under a level the request excluded.
+        neighbours = [n for n in neighbours if at_least(cutoffs.level(n.similarity), min_match)]
+    return SearchResult(neighbours, model, cutoffs)
 
 
 def search_by_image(
@@ -51,37 +89,52 @@ def search_by_image(
     search: VectorSearch,
     settings: Settings,
     embedder_for: Callable[[str], Embedder] = get_embedder,
+    min_match: MatchLevel | None = None,
+    cutoffs_for: CutoffsFor = match_cutoffs,
 ) -> SearchResult:
     """Nearest products to an uploaded photo, by the active model; raises `ImageRejected` for a
-    bad image, `NoActiveModelError` before any model is active."""
+    bad image, `NoActiveModelError` before any model is active, `MatchLevelsUnavailableError` for
+    a `min_match` the model has no levels for."""
     decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     for attempt in range(SWITCH_RETRIES + 1):
         model = _active(search)
+        cutoffs = cutoffs_for(model.version)
+        asked = _with_min_match(parameters, min_match, cutoffs, model.version)
         vector = embedder_for(model.version).embed([decoded.image]).vectors[0]
         try:
             # The search answers only while `model` is still the active one, so the photo's vector
             # and the catalogue's are always of the same model, the active one.
-            return SearchResult(search.nearest(vector, parameters, model=model, while_active=True), model)
+            neighbours = search.nearest(vector, asked, model=model, while_active=True)
+            return _result(neighbours, model, cutoffs, min_match)
         except ModelNoLongerActiveError:
             if attempt == SWITCH_RETRIES:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def similar_products(product_id: str, parameters: SearchParameters, *, search: VectorSearch) -> SearchResult:
+def similar_products(
+    product_id: str,
+    parameters: SearchParameters,
+    *,
+    search: VectorSearch,
+    min_match: MatchLevel | None = None,
+    cutoffs_for: CutoffsFor = match_cutoffs,
+) -> SearchResult:
     """Nearest other products to a catalogued one, by the active model; raises
-    `ProductNotFoundError`."""
+    `ProductNotFoundError`, or `MatchLevelsUnavailableError` as search_by_image does."""
     for attempt in range(SWITCH_RETRIES + 1):
         model = _active(search)
+        cutoffs = cutoffs_for(model.version)
+        asked = _with_min_match(parameters, min_match, cutoffs, model.version)
         try:
-            neighbours = search.similar_to_product(product_id, parameters, model=model, while_active=True)
+            neighbours = search.similar_to_product(product_id, asked, model=model, while_active=True)
         except ModelNoLongerActiveError:
             if attempt == SWITCH_RETRIES:
                 raise
             continue
         if neighbours is None:
             raise ProductNotFoundError(product_id)
-        return SearchResult(neighbours, model)
+        return _result(neighbours, model, cutoffs, min_match)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
