@@ -25,6 +25,7 @@ from typing import Any
 
 from lookalike_tuning.calibrate import LEVELS, TARGETS, CalibrationOptions, calibrate_model_folder
 from lookalike_tuning.datasets import DatasetError
+from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.plots import plot_match_levels
 from lookalike_tuning.production import BASE_MODEL_DIR, ModelCardError
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         cache_dir=args.cache_dir,
     )
-    shown = [Path(sys.argv[0]).as_posix() if argv is None else "scripts/calibrate_matches.py"]
+    # The card and the docs name the command as run from the repository root.
+    shown = ["scripts/calibrate_matches.py"]
     shown += [part.replace(str(REPO_ROOT) + "/", "") for part in (sys.argv[1:] if argv is None else argv)]
     try:
         result, entry, version = calibrate_model_folder(
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             command=shlex.join(shown),
             write_card=args.write_card,
         )
-    except (DatasetError, ModelCardError) as error:
+    except (DatasetError, MeasurementError, ModelCardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     summary: dict[str, Any] = {

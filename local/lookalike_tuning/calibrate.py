@@ -30,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike_tuning import edits as edits_module
-from lookalike_tuning.datasets import LabelledImage, read_labelled_folder
+from lookalike_tuning.datasets import Dataset, LabelledImage, read_labelled_folder
 from lookalike_tuning.edits import edits
+from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.heldout import embed_bytes, neardup_originals
 from lookalike_tuning.production import (
     MATCH_LEVELS_FIELD,
@@ -59,6 +60,8 @@ TARGETS = {"duplicate": 0.95, "very_similar": 0.9, "similar": 0.6}
 # are too few to say anything).
 MIN_BAND_PAIRS = 25
 RESULTS_PER_QUERY = 10
+# Each half (calibration, measurement) needs at least this many products.
+MIN_HALF_PRODUCTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +93,29 @@ def one_photo_per_product(images: list[LabelledImage]) -> list[LabelledImage]:
 def split_halves(
     images: list[LabelledImage], seed: int, limit: int
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
-    """At most `limit` products (seeded, spread over the categories), each category's products
-    halved: calibration and measurement never share a product."""
+    """At most `limit` products (seeded), dealt in turn to the two halves category by category:
+    each category's products are halved (an odd one out alternates between the halves), and
+    calibration and measurement never share a product."""
     rng = np.random.default_rng(seed)
     products = one_photo_per_product(images)
     if len(products) > limit:
         chosen = sorted(int(i) for i in rng.choice(len(products), size=limit, replace=False))
         products = [products[i] for i in chosen]
-    first: list[LabelledImage] = []
-    second: list[LabelledImage] = []
+    halves: tuple[list[LabelledImage], list[LabelledImage]] = ([], [])
+    turn = 0
     for category in sorted({image.category for image in products}):
         members = [image for image in products if image.category == category]
-        order = rng.permutation(len(members))
-        half = len(members) // 2
-        first += [members[int(i)] for i in order[:half]]
-        second += [members[int(i)] for i in order[half:]]
-    return first, second
+        for index in rng.permutation(len(members)):
+            halves[turn % 2].append(members[int(index)])
+            turn += 1
+    for number, half in enumerate(halves):
+        if len(half) < MIN_HALF_PRODUCTS or len({image.category for image in half}) < 2:
+            raise MeasurementError(
+                f"half {number} holds {len(half)} products in {len({i.category for i in half})} categories: "
+                f"too few images to calibrate match levels (at least {MIN_HALF_PRODUCTS} products of two "
+                "categories per half; the model then answers match null)"
+            )
+    return halves
 
 
 def half_pairs(
@@ -117,6 +127,10 @@ def half_pairs(
     edit_names: list[str],
 ) -> Pairs:
     label_array = np.asarray(labels)
+    if len(labels) < 2:  # no result list: a half of a tiny held-out part
+        nothing = np.empty(0, dtype=np.float32)
+        empty_str = np.empty(0, dtype=str)
+        return Pairs(nothing, np.empty(0, np.int64), empty_str, np.empty(0, bool), nothing, empty_str)
     k = min(RESULTS_PER_QUERY, len(labels) - 1)
     sims: list[FloatArray] = []
     relations: list[IntArray] = []
@@ -143,7 +157,7 @@ def half_pairs(
         dataset=np.full(len(similarity), name),
         by_photo=np.concatenate(photo),
         own_similarity=by_copy[np.arange(len(targets)), targets].astype(np.float32),
-        own_edit=np.asarray(edit_names),
+        own_edit=np.asarray(edit_names, dtype=str),
     )
 
 
@@ -250,9 +264,9 @@ def _cache_key(embedder: Embedder, options: CalibrationOptions, images: list[Lab
 
 
 def embed_dataset(
-    root: Path, embedder: Embedder, options: CalibrationOptions, progress: Callable[[str], None]
+    dataset: Dataset, embedder: Embedder, options: CalibrationOptions, progress: Callable[[str], None]
 ) -> DatasetEmbeddings:
-    dataset = read_labelled_folder(root)
+    root = dataset.root
     halves = split_halves(dataset.images, options.seed, options.products_per_dataset)
     cache_file = None
     arrays: dict[str, Any] = {}
@@ -317,8 +331,12 @@ def calibrate(
     embedder: Embedder,
     options: CalibrationOptions,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    datasets: list[Dataset] | None = None,
 ) -> Calibration:
-    embedded = [embed_dataset(root, embedder, options, progress) for root in options.datasets]
+    """Cut-offs and held-out figures on `datasets` (default: options.datasets, read whole; a tuned
+    model passes only its held-out images: it has seen the others)."""
+    chosen = datasets if datasets is not None else [read_labelled_folder(root) for root in options.datasets]
+    embedded = [embed_dataset(dataset, embedder, options, progress) for dataset in chosen]
     halves: list[list[Pairs]] = [[], []]
     for item in embedded:
         for index in (0, 1):
@@ -334,6 +352,12 @@ def calibrate(
                 )
             )
     calibration, heldout = Pairs.concat(halves[0]), Pairs.concat(halves[1])
+    for part, name in ((calibration, "calibration"), (heldout, "held-out")):
+        if len(part.similarity) < MIN_BAND_PAIRS or not (part.relation == DUPLICATE).any():
+            raise MeasurementError(
+                f"the {name} half gives {len(part.similarity)} result pairs: too few images to calibrate "
+                "match levels (the model then answers match null)"
+            )
     cutoffs = choose_cutoffs(calibration)
     per_dataset = {}
     for item in embedded:
@@ -403,12 +427,13 @@ def calibrate_model_folder(
     threads: int = 1,
     command: str,
     write_card: bool = True,
+    datasets: list[Dataset] | None = None,
 ) -> tuple[Calibration, dict[str, Any], str]:
     """Calibrate one model version of a folder (default: its card's default variant and mode) and,
     with write_card, record the cut-offs in its card. Returns the calibration, the card entry and
     the model version."""
     embedder = Embedder(load_model_card(model_dir), variant=variant, resize_mode=resize_mode, threads=threads)
-    result = calibrate(embedder, options)
+    result = calibrate(embedder, options, datasets=datasets)
     entry = card_entry(embedder, result, options, command)
     if write_card:
         write_match_levels(model_dir, calibration_key(embedder.variant.name, embedder.resize_mode), entry)

@@ -50,6 +50,7 @@ def plot_match_levels(path: Path, pairs: Pairs, cutoffs: dict[str, float], *, ti
     figure, axes = plt.subplots(len(names), 1, figsize=(9, 2.9 * len(names)), sharex=True, squeeze=False)
     bins = np.linspace(max(0.0, float(pairs.similarity.min())), 1.0, 70).tolist()
     styles = {"duplicate": "-", "very_similar": "--", "similar": ":"}
+    heights = {"duplicate": 0.97, "very_similar": 0.75, "similar": 0.97}  # the two upper ones are close
     for axis, name in zip(axes[:, 0], names, strict=True):
         mine = pairs.dataset == name
         for relation in (DIFFERENT, SAME_KIND, DUPLICATE):
@@ -60,7 +61,7 @@ def plot_match_levels(path: Path, pairs: Pairs, cutoffs: dict[str, float], *, ti
             axis.axvline(cutoffs[level], color="black", linestyle=styles[level], linewidth=1.2)
             axis.text(
                 cutoffs[level],
-                axis.get_ylim()[1] * 0.97,
+                axis.get_ylim()[1] * heights[level],
                 f" {level}\n {cutoffs[level]:.3f}",
                 fontsize=8,
                 va="top",

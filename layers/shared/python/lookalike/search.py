@@ -7,7 +7,8 @@ Every search uses the registry's active model: the photo is embedded with that m
 and only that model's vectors are searched (`SearchResult.model` says which one), so a switch
 (`scripts/models.py activate` / `rollback`) takes effect on the next query and a ranking never
 mixes two models. The process remembers the active model; each search checks, in its own
-statement, that it still is, and on a switch embeds again with the new one.
+statement, that it still is, and on a switch embeds again with the new one. The answer carries
+that model's match-level cut-offs (`lookalike.matches`), by which `min_match` bounds the search.
 """
 
 from __future__ import annotations
@@ -45,11 +46,6 @@ class SearchResult:
     model: ModelRef  # the model whose vectors were searched (the response's model_version)
     cutoffs: MatchCutoffs | None = None  # that model's match levels (None: not calibrated)
 
-    def matches(self) -> list[MatchLevel | None]:
-        """Each neighbour's match level by the answering model's cut-offs (None without them)."""
-        cutoffs = self.cutoffs
-        return [None if cutoffs is None else cutoffs.level(n.similarity) for n in self.neighbours]
-
 
 CutoffsFor = Callable[[str], MatchCutoffs | None]
 
@@ -76,8 +72,9 @@ def _result(
     neighbours: list[Neighbour], model: ModelRef, cutoffs: MatchCutoffs | None, min_match: MatchLevel | None
 ) -> SearchResult:
     if cutoffs is not None and min_match is not None:
-        # The database compares distances in half precision: a result at the floor's edge may
-        # come back a hair below it, and must not be shown under a level the request excluded.
+        # The database filters by distance <= 1 - floor and a result's similarity is 1 - distance,
+        # both in floating point: one exactly at the floor may come back a rounding error below
+        # it, and must not be shown under a level the request excluded.
         neighbours = [n for n in neighbours if at_least(cutoffs.level(n.similarity), min_match)]
     return SearchResult(neighbours, model, cutoffs)
 
