@@ -122,3 +122,30 @@ def test_a_missing_dataset_names_the_fetch_command(tmp_path: Path) -> None:
     code, _, stderr = run("--dataset", tmp_path / "nothing-here")
     assert code == 2
     assert "no dataset folder" in stderr
+
+
+def test_tuning_calibrates_the_tuned_model_on_its_heldout_part(tmp_path: Path) -> None:
+    """scripts/tune.py on a folder whose held-out part is large enough: the tuned card carries
+    match levels for its default version, calibrated on held-out images only."""
+    out = tmp_path / "tuned"
+    completed = subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "scripts" / "tune.py"),
+            "--dataset", str(labelled_folder(tmp_path / "data")), "--out", str(out), "--force",
+            "--test-fraction", "0.5", "--dim", "32", "--hidden", "64", "--epochs", "10", "--views", "2",
+            "--neardup-originals", "2", "--calibration-views", "4", "--threads", "2",
+        ],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    card = load_model_card(out)
+    key = f"{card.default_variant}/{card.preprocessing.default_resize_mode}"
+    entry = card.raw["match_levels"][key]
+    assert cutoffs_in_card(
+        card, card.default_variant, card.preprocessing.default_resize_mode
+    ) == MatchCutoffs(**entry["cutoffs"])
+    assert entry["command"].startswith("scripts/tune.py: the held-out part of ")
+    heldout_products = sum(
+        d["calibration_products"] + d["heldout_products"] for d in entry["data"]["datasets"]
+    )
+    assert heldout_products == card.raw["data"]["heldout_images"]  # one photo per product here
