@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lookalike_tuning.calibrate import LEVELS, TARGETS, CalibrationOptions, calibrate_model_folder
+from lookalike_tuning.calibrate import LEVELS, TARGETS, CalibrationOptions
 from lookalike_tuning.datasets import DatasetError
 from lookalike_tuning.evaluate import MeasurementError
+from lookalike_tuning.match_card import calibrate_model_folder
 from lookalike_tuning.plots import plot_match_levels
 from lookalike_tuning.production import BASE_MODEL_DIR, ModelCardError
 

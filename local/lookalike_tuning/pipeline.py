@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lookalike_tuning.augment import random_view
-from lookalike_tuning.calibrate import CalibrationOptions, calibrate_model_folder
+from lookalike_tuning.calibrate import CalibrationOptions
 from lookalike_tuning.compose import compose, output_dimension, quantize_int8
 from lookalike_tuning.datasets import (
     Dataset,
@@ -37,6 +37,7 @@ from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
+from lookalike_tuning.match_card import calibrate_model_folder
 from lookalike_tuning.production import (
     BASE_MODEL_DIR,
     MODEL_CARD_FILE,
