@@ -75,13 +75,18 @@ UPLOAD_URL_SECONDS = 300
 )
 @tracer.capture_method
 def search(
-    k: views.K = 10, category: views.Category = None, min_similarity: views.MinSimilarity = None
+    k: views.K = 10,
+    category: views.Category = None,
+    min_similarity: views.MinSimilarity = None,
+    min_match: views.MinMatch = None,
 ) -> views.PhotoSearchResponse:
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
     photo = search_photo(app.current_event)
-    result = search_by_image(photo, parameters, search=get_search(), settings=get_settings())
+    result = search_by_image(
+        photo, parameters, search=get_search(), settings=get_settings(), min_match=min_match
+    )
     metrics.add_metric(name="SearchesByImage", unit=MetricUnit.Count, value=1)
-    response = views.search_response(result.neighbours, result.model.version)
+    response = views.search_response(result.neighbours, result.model.version, result.cutoffs)
     return views.photo_search_response(response, result.suggested_categories)
 
 
@@ -127,11 +132,12 @@ def similar(
     k: views.K = 10,
     category: views.Category = None,
     min_similarity: views.MinSimilarity = None,
+    min_match: views.MinMatch = None,
 ) -> views.SearchResponse:
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
-    result = similar_products(product_id, parameters, search=get_search())
+    result = similar_products(product_id, parameters, search=get_search(), min_match=min_match)
     metrics.add_metric(name="SearchesByProduct", unit=MetricUnit.Count, value=1)
-    return views.search_response(result.neighbours, result.model.version)
+    return views.search_response(result.neighbours, result.model.version, result.cutoffs)
 
 
 @app.get(

@@ -23,6 +23,7 @@ from lookalike.images import (
     TruncatedImage,
     UnsupportedFormat,
 )
+from lookalike.matches import MatchCutoffs, MatchLevel, MatchLevelsUnavailableError
 from lookalike.model.embedder import get_embedder
 from lookalike.ports import FetchedObject, ObjectTooLarge, TransientError
 from lookalike.search import ProductNotFoundError, registry_status, search_by_image, similar_products
@@ -47,6 +48,9 @@ __all__ = [
     "ImageRejected",
     "ImageTooLarge",
     "InvalidCursorError",
+    "MatchCutoffs",
+    "MatchLevel",
+    "MatchLevelsUnavailableError",
     "ModelNoLongerActiveError",
     "Neighbour",
     "NoActiveModelError",

@@ -21,6 +21,7 @@ from domain import (
     ImageRejected,
     ImageTooLarge,
     InvalidCursorError,
+    MatchLevelsUnavailableError,
     ModelNoLongerActiveError,
     NoActiveModelError,
     NotAnImage,
@@ -85,6 +86,8 @@ ANSWERS: dict[type[Exception], Answer] = {
     PhotoTooLargeError: Answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large"),
     UploadsDisabledError: Answer(HTTPStatus.NOT_FOUND, "uploads_disabled"),
     InvalidCursorError: Answer(HTTPStatus.BAD_REQUEST, "bad_cursor"),
+    # min_match asked of a model whose card has no calibrated match levels.
+    MatchLevelsUnavailableError: Answer(HTTPStatus.BAD_REQUEST, "match_levels_unavailable"),
     ProductNotFoundError: Answer(
         HTTPStatus.NOT_FOUND, "product_not_found", "no images of product {error.args[0]!r}"
     ),

@@ -17,6 +17,8 @@ from domain import (
     MAX_K,
     CategorySuggestion,
     DuplicatePage,
+    MatchCutoffs,
+    MatchLevel,
     Neighbour,
     StoredImage,
     UncategorisedImage,
@@ -36,6 +38,13 @@ Category = Annotated[
 ]
 MinSimilarity = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="drop results below this cosine similarity")
+]
+MinMatch = Annotated[
+    MatchLevel | None,
+    Query(
+        description="drop results below this match level (duplicate > very_similar > similar > weak); "
+        "the answering model's calibrated cut-offs decide (400 match_levels_unavailable when it has none)"
+    ),
 ]
 ProductId = Annotated[str, Path(min_length=1, max_length=512, pattern=NO_NUL)]
 Threshold = Annotated[float, Query(gt=0.0, le=1.0, description="cosine similarity that makes a duplicate")]
@@ -61,12 +70,30 @@ class SearchResult(BaseModel):
     distance: float = Field(description="cosine distance")
     width: int
     height: int
+    match: MatchLevel | None = Field(
+        default=None,
+        description="duplicate (the same photo, edited), very_similar (the same kind), similar, or weak, by "
+        "the cut-offs calibrated for model_version (match_cutoffs); null when that model has none",
+    )
+
+
+class MatchCutoffsView(BaseModel):
+    """The lowest similarity of each level; below `similar` a result is `weak`."""
+
+    duplicate: float
+    very_similar: float
+    similar: float
 
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     count: int
     model_version: str
+    match_cutoffs: MatchCutoffsView | None = Field(
+        default=None,
+        description="the match levels' cut-offs of model_version (docs/BENCHMARKS.md, Match levels); "
+        "null when the model has no calibration, and every result's match is then null",
+    )
 
 
 class SuggestedCategory(BaseModel):
@@ -275,7 +302,9 @@ def without_unused_defaults(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def search_response(neighbours: Iterable[Neighbour], model_version: str) -> SearchResponse:
+def search_response(
+    neighbours: Iterable[Neighbour], model_version: str, cutoffs: MatchCutoffs | None = None
+) -> SearchResponse:
     results = [
         SearchResult(
             product_id=n.product_id,
@@ -285,10 +314,17 @@ def search_response(neighbours: Iterable[Neighbour], model_version: str) -> Sear
             distance=round(n.distance, 6),
             width=n.width,
             height=n.height,
+            # From the unrounded similarity: the level the search filtered by.
+            match=None if cutoffs is None else cutoffs.level(n.similarity),
         )
         for n in neighbours
     ]
-    return SearchResponse(results=results, count=len(results), model_version=model_version)
+    return SearchResponse(
+        results=results,
+        count=len(results),
+        model_version=model_version,
+        match_cutoffs=None if cutoffs is None else MatchCutoffsView(**cutoffs.as_dict()),
+    )
 
 
 def product_response(product_id: str, images: list[StoredImage]) -> ProductResponse:

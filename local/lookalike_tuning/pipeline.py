@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from lookalike_tuning.augment import random_view
+from lookalike_tuning.calibrate import CalibrationOptions
 from lookalike_tuning.compose import compose, output_dimension, quantize_tuned_int8
 from lookalike_tuning.datasets import (
+    Dataset,
     LabelledImage,
     Pair,
     Split,
@@ -32,9 +34,11 @@ from lookalike_tuning.datasets import (
     read_pairs_csv,
     split_by_product,
 )
+from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
+from lookalike_tuning.match_card import calibrate_model_folder
 from lookalike_tuning.production import (
     BASE_MODEL_DIR,
     MODEL_CARD_FILE,
@@ -316,6 +320,17 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         loaded = load_model_card(scratch)
         if loaded.embedding_dim != dimension:
             raise RuntimeError("the written card does not load with the head's dimension")
+        # Match levels of its default version, calibrated on the held-out images only (lookalike.matches).
+        try:
+            calibrate_model_folder(
+                scratch,
+                CalibrationOptions(datasets=()),
+                threads=options.threads,
+                command=f"scripts/tune.py: the held-out part of {options.dataset_dir.name}",
+                datasets=[Dataset(options.dataset_dir, split.test, [])],
+            )
+        except MeasurementError as error:
+            log(f"match levels not calibrated: {error}")
         reasons = verdict(figures["base"], figures["tuned"], options.min_map_gain)
         summary: dict[str, Any] = {
             "model_version": version,

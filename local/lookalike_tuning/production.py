@@ -8,8 +8,10 @@ from pathlib import Path
 from PIL import Image
 
 from lookalike.images import decode_image
+from lookalike.matches import CARD_FIELD as MATCH_LEVELS_FIELD
+from lookalike.matches import MatchCutoffs, calibration_key, cutoffs_in_card
 from lookalike.model.borders import trim_uniform_border
-from lookalike.model.card import MODEL_CARD_FILE, ModelCard, ModelCardError, load_model_card
+from lookalike.model.card import MODEL_CARD_FILE, ModelCard, ModelCardError, ResizeMode, load_model_card
 from lookalike.model.embedder import Embedder
 
 # The base model: the committed model layer folder.
@@ -30,10 +32,15 @@ def decode_full(data: bytes) -> Image.Image:
 
 __all__ = [
     "BASE_MODEL_DIR",
+    "MATCH_LEVELS_FIELD",
     "MODEL_CARD_FILE",
     "Embedder",
+    "MatchCutoffs",
     "ModelCard",
     "ModelCardError",
+    "ResizeMode",
+    "calibration_key",
+    "cutoffs_in_card",
     "decode_file_bytes",
     "decode_full",
     "load_model_card",

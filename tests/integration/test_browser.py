@@ -110,6 +110,90 @@ def test_search_with_a_photo_shows_similar_products(
     page.screenshot(path=str(test_output / "browser-search.png"), full_page=True)
 
 
+MATCH_WORDS = {"Same photo", "Very similar", "Similar", "Weak match"}
+# The screenshots in docs/img/ (docs/BENCHMARKS.md, "Match levels"): a search at desktop and phone
+# width. Another catalogue: a DemoProcess with its demo.py arguments and a photo of one of its
+# products, passed to `screenshot_search` under another prefix.
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "img"
+VIEWPORTS = {"desktop": {"width": 1280, "height": 1000}, "phone": {"width": 390, "height": 844}}
+
+
+def search_with(page: Page, url: str, photo: Path) -> None:
+    page.goto(url)
+    expect(page.locator("#stack-status")).to_contain_text("photos searchable")
+    page.set_input_files("#photo-input", str(photo))
+    expect(page.locator("#results-title")).to_have_text(f"Products that look like {photo.name}")
+    expect(page.locator("#results .card").first).to_be_attached(timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .card img')]"
+        ".every((img) => img.complete && img.naturalWidth > 0)",
+        timeout=30_000,
+    )
+
+
+def screenshot_search(chromium: Path, url: str, photo: Path, prefix: str) -> dict[str, Path]:
+    """A search for `photo` at each width of VIEWPORTS, saved as docs/img/<prefix>_<width>.png, and
+    at desktop width with the weak matches unfolded (<prefix>_desktop_unfolded.png)."""
+    saved = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            for name, viewport in VIEWPORTS.items():
+                page = browser.new_page(viewport=viewport, device_scale_factor=1)  # type: ignore[arg-type]
+                search_with(page, url, photo)
+                page.evaluate("window.scrollTo(0, 0)")
+                saved[name] = SCREENSHOT_DIR / f"{prefix}_{name}.png"
+                page.screenshot(path=str(saved[name]), full_page=True)
+                if name == "desktop" and page.locator("#show-weak").is_visible():
+                    page.click("#show-weak")
+                    saved["unfolded"] = SCREENSHOT_DIR / f"{prefix}_desktop_unfolded.png"
+                    page.screenshot(path=str(saved["unfolded"]), full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    return saved
+
+
+def test_results_show_match_levels_and_fold_weak_ones(demo: DemoProcess, page: Page, tmp_path: Path) -> None:
+    photo, expected = query_photo()
+    query_file = tmp_path / "my-cat.jpg"
+    query_file.write_bytes(photo)
+    search_with(page, demo.url, query_file)
+    cards = page.locator("#results .card")
+    labels = cards.locator(".match").all_text_contents()
+    assert len(labels) == cards.count() > 0
+    assert set(labels) <= MATCH_WORDS, labels
+    assert labels[0] != "Weak match", "the cat's own photo is more than a weak match"
+    assert cards.first.locator(".product").inner_text() == expected
+    weak = page.locator("#results .card.weak")
+    weak_count = weak.count()
+    assert weak_count == labels.count("Weak match") > 0, labels
+    # Folded: only the closer matches show, and the button says how many wait behind it.
+    for index in range(weak_count):
+        expect(weak.nth(index)).to_be_hidden()
+    more = page.locator("#show-weak")
+    expect(more).to_have_text(f"Show {weak_count} weak match" + ("es" if weak_count > 1 else ""))
+    more.click()
+    for index in range(weak_count):
+        expect(weak.nth(index)).to_be_visible()
+    expect(more).to_have_attribute("aria-expanded", "true")
+    more.click()
+    expect(weak.first).to_be_hidden()
+    assert "close" in page.locator("#results-meta").inner_text()
+
+
+def test_screenshots_of_a_search_at_desktop_and_phone_width(
+    demo: DemoProcess, chromium: Path, tmp_path: Path
+) -> None:
+    photo, _ = query_photo()
+    query_file = tmp_path / "my-cat.jpg"
+    query_file.write_bytes(photo)
+    saved = screenshot_search(chromium, demo.url, query_file, "search")
+    assert set(saved) == {"desktop", "phone", "unfolded"}
+    for path in saved.values():
+        assert path.stat().st_size > 10_000
+
+
 def test_catalogue_click_and_upload_make_a_new_product_searchable(
     demo: DemoProcess, page: Page, tmp_path: Path, test_output: Path
 ) -> None:
@@ -117,7 +201,7 @@ def test_catalogue_click_and_upload_make_a_new_product_searchable(
     item = page.locator("#catalogue .item[data-product='espresso-cup']")
     item.click()
     expect(page.locator("#results-title")).to_have_text("Similar to espresso-cup")
-    expect(page.locator("#results .card").first).to_be_visible()
+    expect(page.locator("#results .card").first).to_be_attached()
     assert "espresso-cup" not in page.locator("#results .card .product").all_inner_texts()
     # "Similar to X" shows X itself.
     preview = page.locator("#query-preview")

@@ -23,6 +23,7 @@ from lookalike.images import decode_image
 from lookalike.model.card import load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_local.catalogue import catalogue
+from lookalike_tuning.calibrate import MIN_HALF_PRODUCTS
 from lookalike_tuning.compose import compose
 from lookalike_tuning.datasets import read_labelled_folder, split_by_product
 from lookalike_tuning.fit import TrainingConfig
@@ -136,6 +137,14 @@ def test_the_card_records_parent_data_training_and_both_sets_of_figures(tuned: P
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
         assert len(data) == entry["bytes"]
     assert not [p for p in tuned.parent.iterdir() if ".partial-" in p.name]
+
+
+def test_a_heldout_part_too_small_to_calibrate_leaves_the_card_without_match_levels(tuned: Path) -> None:
+    """~10 held-out photos cannot say what a similarity means: no cut-offs rather than made-up ones
+    (the model then answers match null); docs/TUNING.md."""
+    raw = json.loads((tuned / "model_card.json").read_text())
+    assert raw["data"]["heldout_images"] < 2 * MIN_HALF_PRODUCTS
+    assert "match_levels" not in raw
 
 
 def test_a_model_worse_than_asked_is_refused_and_nothing_is_written(

@@ -147,3 +147,34 @@ def test_openapi_documents_suggested_categories_and_the_review_listing(document:
         "product_id",
         "suggested_categories",
     }
+
+
+def test_openapi_documents_match_levels(document: dict[str, Any]) -> None:
+    levels = ["duplicate", "very_similar", "similar", "weak"]
+    for path, method in (("/search", "post"), ("/products/{product_id}/similar", "get")):
+        parameters = {p["name"]: p for p in document["paths"][path][method]["parameters"]}
+        schema = parameters["min_match"]["schema"]
+        assert levels in ([option.get("enum") for option in schema.get("anyOf", [schema])]), schema
+    schemas = document["components"]["schemas"]
+    match = schemas["SearchResult"]["properties"]["match"]
+    assert levels in [option.get("enum") for option in match["anyOf"]]
+    assert {"type": "null"} in match["anyOf"]
+    assert set(schemas["MatchCutoffsView"]["properties"]) == {"duplicate", "very_similar", "similar"}
+    assert "match_cutoffs" in schemas["SearchResponse"]["properties"]
+
+
+def test_an_unknown_match_level_is_a_400_naming_the_levels(query_app: ModuleType) -> None:
+    from lookalike_local.lambda_runtime import LambdaContext
+
+    event = json.loads((REPO_ROOT / "events" / "powertools__apiGatewayProxyV2Event.json").read_text())
+    event |= {"routeKey": "$default", "rawPath": "/products/coffee/similar"}
+    event["rawQueryString"] = "min_match=same"
+    event["queryStringParameters"] = {"min_match": "same"}
+    event["requestContext"]["stage"] = "$default"
+    event["requestContext"]["http"] |= {"method": "GET", "path": "/products/coffee/similar"}
+    event["body"], event["isBase64Encoded"] = None, False
+    response = query_app.lambda_handler(event, LambdaContext("lookalike-query", 1769, 10))
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]) == (400, "invalid_parameter")
+    assert "min_match" in body["message"], body
+    assert "very_similar" in body["message"], body

@@ -56,34 +56,87 @@ async function errorText(response) {
   }
 }
 
-function renderResults(rows, title) {
+// Match levels in plain words (the API's `match`, from the answering model's calibrated cut-offs).
+const MATCH_WORDS = {
+  duplicate: ["Same photo", "the same photo, edited (cropped, resized, recoloured…)"],
+  very_similar: ["Very similar", "very likely the same kind of product"],
+  similar: ["Similar", "often the same kind of product"],
+  weak: ["Weak match", "probably not what you are looking for"],
+};
+
+// A model without calibrated levels answers match null: its cards show the similarity alone.
+function matchBadge(row, cutoffs) {
+  const words = MATCH_WORDS[row.match];
+  if (!words) return null;
+  const badge = document.createElement("span");
+  badge.className = `match match-${row.match}`;
+  badge.textContent = words[0];
+  const floor = cutoffs && row.match !== "weak" ? cutoffs[row.match] : null;
+  badge.title = `${words[0]}: ${words[1]}` +
+    (floor != null ? ` (similarity ≥ ${(floor * 100).toFixed(0)}% for this model)` : "");
+  return badge;
+}
+
+function renderCard(row, index, cutoffs) {
+  const card = document.createElement("article");
+  card.className = "card result" + (index === 0 ? " top" : "") + (row.match === "weak" ? " weak" : "");
+  card.title = `${row.product_id} — click to find products similar to this one`;
+  const img = document.createElement("img");
+  img.src = thumbnailUrl(row);
+  img.alt = row.product_id;
+  const body = document.createElement("div");
+  body.className = "body";
+  const similarity = similarityOf(row);
+  const percent = similarity === null ? null : Math.max(0, Math.min(100, similarity * 100));
+  body.innerHTML = `
+    <div class="product"></div>
+    <div class="category"></div>
+    <div class="similarity"><span class="bar"><span></span></span><span class="value"></span></div>`;
+  body.querySelector(".product").textContent = row.product_id;
+  body.querySelector(".category").textContent = row.category || "uncategorised";
+  body.querySelector(".bar > span").style.width = `${percent ?? 0}%`;
+  body.querySelector(".value").textContent = percent === null ? "–" : `${percent.toFixed(1)}%`;
+  const badge = matchBadge(row, cutoffs);
+  if (badge) body.prepend(badge);
+  card.append(img, body);
+  card.addEventListener("click", () => findSimilar(row.product_id));
+  return card;
+}
+
+// Weak matches are folded behind "show more": twelve cards that all look like answers say less
+// than three real ones.
+function renderResults(rows, title, cutoffs = null) {
   $("#results-title").textContent = title;
   const grid = $("#results");
   grid.replaceChildren();
+  const weak = rows.filter((row) => row.match === "weak");
   rows.forEach((row, index) => {
-    const card = document.createElement("article");
-    card.className = "card result" + (index === 0 ? " top" : "");
-    card.title = `${row.product_id} — click to find products similar to this one`;
-    const img = document.createElement("img");
-    img.src = thumbnailUrl(row);
-    img.alt = row.product_id;
-    const body = document.createElement("div");
-    body.className = "body";
-    const similarity = similarityOf(row);
-    const percent = similarity === null ? null : Math.max(0, Math.min(100, similarity * 100));
-    body.innerHTML = `
-      <div class="product"></div>
-      <div class="category"></div>
-      <div class="similarity"><span class="bar"><span></span></span><span class="value"></span></div>`;
-    body.querySelector(".product").textContent = row.product_id;
-    body.querySelector(".category").textContent = row.category || "uncategorised";
-    body.querySelector(".bar > span").style.width = `${percent ?? 0}%`;
-    body.querySelector(".value").textContent = percent === null ? "–" : `${percent.toFixed(1)}%`;
-    card.append(img, body);
-    card.addEventListener("click", () => findSimilar(row.product_id));
+    const card = renderCard(row, index, cutoffs);
+    if (row.match === "weak") card.hidden = true;
     grid.append(card);
   });
+  const more = $("#show-weak");
+  more.hidden = weak.length === 0;
+  more.setAttribute("aria-expanded", "false");
+  more.textContent = `Show ${weak.length} weak ${weak.length === 1 ? "match" : "matches"}`;
   if (rows.length === 0) setMessage("No similar products found (try another category).");
+  else if (weak.length === rows.length) setMessage("No close matches: only weak ones, folded below.");
+}
+
+function toggleWeak() {
+  const more = $("#show-weak");
+  const unfold = more.getAttribute("aria-expanded") !== "true";
+  document.querySelectorAll("#results .card.weak").forEach((card) => { card.hidden = !unfold; });
+  const count = document.querySelectorAll("#results .card.weak").length;
+  more.setAttribute("aria-expanded", String(unfold));
+  more.textContent = unfold ? "Hide weak matches" : `Show ${count} weak ${count === 1 ? "match" : "matches"}`;
+}
+
+function resultsMeta(rows, started) {
+  const close = rows.filter((row) => row.match && row.match !== "weak").length;
+  const rated = rows.some((row) => row.match);
+  const counts = rated ? `${close} close · ${rows.length - close} weak` : `${rows.length} results`;
+  return `${counts} · ${Math.round(performance.now() - started)} ms`;
 }
 
 // API Gateway and Lambda take 6 MB per request, the photo base64-encoded (4/3 of its size) included.
@@ -134,11 +187,12 @@ async function searchWithFile(file) {
     setMessage(`Search failed (${response.status}): ${text}`, true);
     return;
   }
-  const rows = resultRows(await response.json());
+  const payload = await response.json();
   if (!isCurrent(ticket)) return;
+  const rows = resultRows(payload);
   setMessage("");
-  renderResults(rows, `Products that look like ${file.name}`);
-  $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
+  renderResults(rows, `Products that look like ${file.name}`, payload.match_cutoffs);
+  $("#results-meta").textContent = resultsMeta(rows, started);
 }
 
 async function findSimilar(productId) {
@@ -157,11 +211,12 @@ async function findSimilar(productId) {
     setMessage(`Could not find products similar to ${productId} (${response.status}): ${text}`, true);
     return;
   }
-  const rows = resultRows(await response.json());
+  const payload = await response.json();
   if (!isCurrent(ticket)) return;
+  const rows = resultRows(payload);
   setMessage("");
-  renderResults(rows, `Similar to ${productId}`);
-  $("#results-meta").textContent = `${rows.length} results · ${Math.round(performance.now() - started)} ms`;
+  renderResults(rows, `Similar to ${productId}`, payload.match_cutoffs);
+  $("#results-meta").textContent = resultsMeta(rows, started);
 }
 
 // "Similar to X" shows X itself: its first photo, from the catalogue or from the API.
@@ -325,6 +380,7 @@ async function start() {
   $("#category-filter").addEventListener("change", rerun);
   $("#k-select").addEventListener("change", rerun);
   $("#upload-form").addEventListener("submit", uploadProduct);
+  $("#show-weak").addEventListener("click", toggleWeak);
   await loadCatalogue();
   // Follow the ingest of the catalogue until the queue is empty, then now and then.
   let previous = -1;
