@@ -2,7 +2,7 @@
 
 View 0 of every image is the photo as ingest sees it; views 1.. are random augmentations
 (lookalike_tuning.augment). The cache file (.npz under the cache folder) is keyed by a hash of
-the model card, the variant, the image list with the images' bytes, the view count and the seed,
+the model file, its preprocessing, the image list with the images' bytes, the view count and the seed,
 so a changed photo or model never reuses stale features.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -30,9 +31,14 @@ CHUNK = 32
 
 
 def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed: int) -> str:
+    """What decides the features: the graph file, the preprocessing, the images, the views. Not
+    the whole card, whose other fields (match levels, measured figures) change without them."""
     trim = embedder.preprocessing.trim_borders
+    preprocessing = json.dumps(embedder.card.raw["preprocessing"], sort_keys=True)
     digest = hashlib.sha256()
-    digest.update(f"{embedder.card.card_sha256}|{embedder.model_version}|{views}|{seed}|{trim}".encode())
+    digest.update(
+        f"{embedder.variant.sha256}|{preprocessing}|{embedder.model_version}|{views}|{seed}|{trim}".encode()
+    )
     if trim:  # a changed trimming changes every view
         digest.update(inspect.getsource(sys.modules[trim_uniform_border.__module__]).encode())
     digest.update(f"|augment-{AUGMENTATION_VERSION}".encode())
