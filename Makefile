@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv lint format test test-unit test-integration demo clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality tune-data tune eval-suggestions
+.PHONY: help venv lint format test test-unit test-integration demo screenshots clean export-model embed openapi bench-query bench-embed bench-ingest eval-data eval-quality tune-data tune eval-suggestions
 
 help:
 	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
@@ -54,6 +54,11 @@ test-integration: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(ARGS)
+
+# The page's screenshots in docs/img/ (a search at desktop and phone width, sample and fashion
+# catalogues): the browser tests write them there only when this variable says so.
+screenshots: $(STAMP)
+	LOOKALIKE_SCREENSHOT_DIR=docs/img $(BIN)/pytest tests/integration/test_browser.py -k screenshots $(ARGS)
 
 bench-query: $(STAMP)
 	@mkdir -p .data

@@ -27,7 +27,7 @@ from lookalike_tuning.evaluate import category_metrics, neardup_metrics, product
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingConfig, fit
 from lookalike_tuning.heldout import HeldOutSet, build_heldout_set, embed_bytes
-from lookalike_tuning.pipeline import training_data
+from lookalike_tuning.pipeline import extra_training_images, training_data
 from lookalike_tuning.production import BASE_MODEL_DIR, Embedder, load_model_card
 from lookalike_tuning.train import Head, head_output
 
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".data/tune-cache"))
     parser.add_argument("--grid", default="", help="'name=v1,v2;name=v1' over TrainingConfig fields")
     parser.add_argument("--mix", default="0", help="base weights of the PCA-part concatenation to score")
+    parser.add_argument("--extra-train", type=Path, help="as scripts/tune.py --extra-train")
     arguments = parser.parse_args(argv)
     base = TrainingConfig()
     dataset = read_labelled_folder(arguments.dataset)
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=base.seed,
         holdout_classes=tuple(filter(None, arguments.holdout_classes.split(","))),
     )
+    split = replace(split, train=split.train + extra_training_images(arguments.extra_train))
     embedder = Embedder(load_model_card(BASE_MODEL_DIR), variant="fp32", threads=arguments.threads)
     features = compute_features(
         split.train, embedder, views=arguments.views, seed=base.seed, cache_dir=arguments.cache_dir

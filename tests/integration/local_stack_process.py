@@ -63,6 +63,13 @@ class DemoProcess:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:  # noqa: S310 - 127.0.0.1
             return json.loads(response.read())
 
+    def post_json(self, path: str, body: bytes, content_type: str) -> Any:
+        request = urllib.request.Request(  # noqa: S310 - 127.0.0.1
+            f"{self.url}{path}", data=body, headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - 127.0.0.1
+            return json.loads(response.read())
+
     def wait_until_ingested(self, timeout_s: float) -> dict[str, Any]:
         """Wait for the HTTP server, then until every catalogue object is embedded or rejected."""
         deadline = time.monotonic() + timeout_s

@@ -166,11 +166,11 @@ def test_every_operation_keeps_the_served_contract(local_api: str) -> None:
             problems += [f"after run: {failure.title}" for failure in event.failures]
     print(f"schemathesis: {scenarios} scenarios, {requests} requests, {time.monotonic() - started:.1f} s")
     assert not problems, "\n\n".join(problems)
-    # Every documented operation ran, with a real number of requests, inside the time bound.
+    # Every documented operation ran, with a real number of requests (MAX_EXAMPLES bounds the run's
+    # length; a wall-clock assertion would fail on a busy machine, not on a broken contract).
     assert scenarios >= 5
     # Bodies were sent as documented: real photos were searched.
     assert all(200 in answered[label] for label in ("POST /search", "GET /health", "GET /duplicates")), (
         answered
     )
     assert requests >= 5 * MAX_EXAMPLES
-    assert time.monotonic() - started < 60
