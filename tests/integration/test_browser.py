@@ -175,6 +175,8 @@ def test_results_show_match_levels_and_fold_weak_ones(demo: DemoProcess, page: P
     assert set(labels) <= MATCH_WORDS, labels
     assert labels[0] != "Weak match", "the cat's own photo is more than a weak match"
     assert cards.first.locator(".product").inner_text() == expected
+    # The category the shop would file the photo under: the cat's own, voted by its neighbours.
+    expect(page.locator("#suggestion")).to_have_text(re.compile(r"^Looks like: animals \(\d+ % "))
     weak = page.locator("#results .card.weak")
     weak_count = weak.count()
     assert weak_count == labels.count("Weak match") > 0, labels
@@ -226,7 +228,8 @@ def test_screenshots_of_a_search_on_the_fashion_catalogue(
     answer = demo.post_json("/search", catalogue.query_photo, "image/jpeg")
     assert answer["results"][0]["product_id"] == catalogue.query_product
     assert answer["results"][0]["match"] in {"duplicate", "very_similar"}
-    assert answer["suggested_categories"][0]["category"] == catalogue.query_product.split("-")[1]
+    category = catalogue.query_product.removeprefix("fashion-").rsplit("-", 1)[0]  # fashion-<class>-<index>
+    assert answer["suggested_categories"][0]["category"] == category
     photo = tmp_path / "garment.jpg"
     photo.write_bytes(catalogue.query_photo)
     saved = screenshot_search(chromium, demo.url, photo, screenshot_dir(tmp_path), "search_fashion")

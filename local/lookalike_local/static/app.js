@@ -105,8 +105,9 @@ function renderCard(row, index, cutoffs) {
 
 // Weak matches are folded behind "show more": twelve cards that all look like answers say less
 // than three real ones.
-function renderResults(rows, title, cutoffs = null) {
+function renderResults(rows, title, cutoffs = null, suggestions = []) {
   $("#results-title").textContent = title;
+  showSuggestion(suggestions);
   const grid = $("#results");
   grid.replaceChildren();
   const weak = rows.filter((row) => row.match === "weak");
@@ -121,6 +122,19 @@ function renderResults(rows, title, cutoffs = null) {
   more.textContent = `Show ${weak.length} weak ${weak.length === 1 ? "match" : "matches"}`;
   if (rows.length === 0) setMessage("No similar products found (try another category).");
   else if (weak.length === rows.length) setMessage("No close matches: only weak ones, folded below.");
+}
+
+// The photo's suggested categories (a vote of its nearest categorised products): what a shop
+// would file it under. Only a search by photo has them.
+function showSuggestion(suggestions = []) {
+  const line = $("#suggestion");
+  const [best, second] = suggestions;
+  line.hidden = !best;
+  if (!best) return;
+  const percent = Math.round(best.confidence * 100);
+  line.textContent = best.confident
+    ? `Looks like: ${best.category} (${percent} % of the closest products)`
+    : `Might be: ${best.category}${second ? ` or ${second.category}` : ""} (not sure)`;
 }
 
 function toggleWeak() {
@@ -191,7 +205,7 @@ async function searchWithFile(file) {
   if (!isCurrent(ticket)) return;
   const rows = resultRows(payload);
   setMessage("");
-  renderResults(rows, `Products that look like ${file.name}`, payload.match_cutoffs);
+  renderResults(rows, `Products that look like ${file.name}`, payload.match_cutoffs, payload.suggested_categories);
   $("#results-meta").textContent = resultsMeta(rows, started);
 }
 
