@@ -191,15 +191,15 @@ def synthetic_rows(count: int, real: FloatArray, rng: np.random.Generator) -> tu
 # --- the database -----------------------------------------------------------------------------
 
 
-def bench_database_url(data_dir: Path) -> str:
+def bench_database_url(data_dir: Path, database: str = BENCH_DATABASE) -> str:
     """The scratch database on DATABASE_URL's server, else on an embedded server in data_dir."""
     server_url = os.environ.get("DATABASE_URL") or EmbeddedPostgres(data_dir / "postgres").start()
     with psycopg.connect(server_url, autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DATABASE,))
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         if exists.fetchone() is None:
-            connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     # A URL (settings accept postgresql:// URLs only): the server's, with the scratch database.
-    return urlsplit(server_url)._replace(path=f"/{BENCH_DATABASE}").geturl()
+    return urlsplit(server_url)._replace(path=f"/{database}").geturl()
 
 
 def seed_marker(rows: int, seed: int) -> str:
@@ -334,9 +334,10 @@ class QueryFunction:
         self._sink.truncate()
         return int(response["statusCode"]), json.loads(response["body"]), elapsed_ms
 
-    def similar(self, product_id: str, k: int = K) -> tuple[list[str], float]:
+    def similar(self, product_id: str, k: int = K, category: str | None = None) -> tuple[list[str], float]:
+        query = {"k": str(k)} if category is None else {"k": str(k), "category": category}
         status, payload, elapsed_ms = self.call(
-            "GET", f"/products/{quote(product_id)}/similar", {"k": str(k)}, b"", None
+            "GET", f"/products/{quote(product_id)}/similar", query, b"", None
         )
         assert status == 200, payload
         return [result["product_id"] for result in payload["results"]], elapsed_ms

@@ -47,6 +47,8 @@ def reload_images(
     model_version: str,
     rows: Sequence[BulkRow],
     vectors: npt.NDArray[np.float32],
+    maintenance_work_mem: str = "1GB",
+    build_index: bool = True,
 ) -> LoadTimes:
     """Replace the database's schema with `rows` (embedded images, one vector each of
     `model_version`, registered as the active model)."""
@@ -72,7 +74,14 @@ def reload_images(
         copy_s = time.perf_counter() - started
         keys = [row.key for row in rows]
         added = add_model_vectors(
-            connection, bucket=bucket, version=model_version, keys=keys, vectors=vectors, state="active"
+            connection,
+            bucket=bucket,
+            version=model_version,
+            keys=keys,
+            vectors=vectors,
+            state="active",
+            maintenance_work_mem=maintenance_work_mem,
+            build_index=build_index,
         )
         connection.execute("ANALYZE images")
         connection.commit()
@@ -87,9 +96,13 @@ def add_model_vectors(
     keys: Sequence[str],
     vectors: npt.NDArray[np.float32],
     state: str,
+    maintenance_work_mem: str = "1GB",
+    build_index: bool = True,
 ) -> LoadTimes:
     """Register a model (`state`) with one vector per key, by COPY, then build its partial HNSW
-    index with the registry's own definition (lookalike.store.registry)."""
+    index with the registry's own definition (lookalike.store.registry). `maintenance_work_mem`
+    should hold the whole graph (about the index's size) for the build to stay in memory.
+    `build_index=False`: the caller builds an index of its own (index_build_s is then 0)."""
     dimension = int(vectors.shape[1])
     register_vector(connection)
     started = time.perf_counter()
@@ -116,9 +129,13 @@ def add_model_vectors(
     )
     connection.commit()
     copy_s = time.perf_counter() - started
+    if not build_index:
+        connection.execute("ANALYZE embeddings")
+        connection.commit()
+        return LoadTimes(copy_s=copy_s, index_build_s=0.0)
     # pgvector builds HNSW fastest while the graph fits in maintenance_work_mem; beyond it the
     # build spills to disk (pgvector's documentation).
-    connection.execute("SET maintenance_work_mem = '1GB'")
+    connection.execute("SELECT set_config('maintenance_work_mem', %s, false)", (maintenance_work_mem,))
     started = time.perf_counter()
     connection.execute(create_index_statement(model_id, dimension, concurrently=False))
     connection.commit()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,46 @@ def last_json_line(arguments: list[str], tmp_path: Path, timeout_s: float = 400)
         ),
         (
             [
+                "scripts/bench_scale.py",
+                "--rows",
+                "2000",
+                "--real",
+                "sample-photos",
+                "--configs",
+                "hnsw1280_m16_ef64,pca256_m16_ef64,bq1280_m16_ef64",
+                "--ef-search",
+                "40",
+                "--requests",
+                "10",
+                "--filtered-requests",
+                "5",
+                "--photo-requests",
+                "10",
+                "--shared-buffers",
+                "128MB",
+                "--maintenance-work-mem",
+                "256MB",
+            ],
+            {
+                "rows",
+                "build_s",
+                "index_mb",
+                "recall_at_10",
+                "similar_p50_ms",
+                "similar_p99_ms",
+                "filtered_recall_at_10",
+                "config",
+                "configs",
+                "catalogue",
+                "realism",
+            },
+        ),
+        (
+            ["scripts/bench_ingest_scaling.py", "--concurrency", "1,2", "--images", "4", "--timeout", "200"],
+            {"results", "peak_images_per_s"},
+        ),
+        (
+            [
                 "scripts/bench_model_versions.py",
                 "--before",
                 "6e31b6c",
@@ -83,15 +125,40 @@ def last_json_line(arguments: list[str], tmp_path: Path, timeout_s: float = 400)
 def test_a_small_run_prints_its_json_last_line(
     arguments: list[str], fields: set[str], tmp_path: Path
 ) -> None:
-    if "--data-dir" not in arguments and Path(arguments[0]).stem in {"bench_query", "bench_model_versions"}:
-        arguments = [*arguments, "--data-dir", str(tmp_path / "bench")]
+    scratch = tmp_path
+    if Path(arguments[0]).stem == "bench_scale":
+        # A short folder of our own, as the embedded_postgres fixture uses: the server's user must
+        # reach it and its socket path must stay short.
+        scratch = Path(tempfile.mkdtemp(prefix="lookalike-scale-"))
+    if "--data-dir" not in arguments and Path(arguments[0]).stem in {
+        "bench_query",
+        "bench_model_versions",
+        "bench_scale",
+    }:
+        arguments = [*arguments, "--data-dir", str(scratch / "bench")]
     try:
         result = last_json_line(arguments, tmp_path)
     finally:
         # Benchmarks leave their embedded server running for the next run to reuse: not here.
-        for pid_file in tmp_path.rglob("postmaster.pid"):
+        for pid_file in scratch.rglob("postmaster.pid"):
             EmbeddedPostgres(pid_file.parent).stop()
+        if scratch != tmp_path:
+            shutil.rmtree(scratch, ignore_errors=True)
     assert fields <= set(result), sorted(result)
+    if Path(arguments[0]).stem == "bench_scale":
+        # Every config measured, with its recall against exact search, and the set's make-up.
+        assert [entry["config"] for entry in result["configs"]] == arguments[
+            arguments.index("--configs") + 1
+        ].split(",")
+        assert all(0.0 <= entry["recall_at_10"] <= 1.0 for c in result["configs"] for entry in c["sweep"])
+        assert (
+            result["catalogue"]["real_rows"] + result["catalogue"]["synthesised_rows"]
+            == result["rows"]
+            == 2000
+        )
+    if Path(arguments[0]).stem == "bench_ingest_scaling":
+        assert [entry["workers"] for entry in result["results"]] == [1, 2]
+        assert all(entry["peak_connections"] >= 1 for entry in result["results"])
 
 
 def test_bench_tuned_model_compares_a_second_model_with_the_base(tmp_path: Path) -> None:

@@ -108,7 +108,11 @@ def index_name(model_id: int) -> str:
     return f"embeddings_hnsw_{model_id}"
 
 
-def create_index_statement(model_id: int, dimension: int, *, concurrently: bool) -> sql.Composed:
+def create_index_statement(
+    model_id: int, dimension: int, *, concurrently: bool, options: str = HNSW_OPTIONS
+) -> sql.Composed:
+    """The model's partial HNSW index; `options` other than the default only for benchmarks that
+    compare build parameters on the very expression and predicate the searches use."""
     return sql.SQL(
         "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON embeddings "
         "USING hnsw ((embedding::halfvec({dimension})) halfvec_cosine_ops) WITH ({options}) "
@@ -117,7 +121,7 @@ def create_index_statement(model_id: int, dimension: int, *, concurrently: bool)
         concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
         name=sql.Identifier(index_name(model_id)),
         dimension=sql.Literal(dimension),
-        options=sql.SQL(HNSW_OPTIONS),
+        options=sql.SQL(options),
         model_id=sql.Literal(model_id),
     )
 
