@@ -29,6 +29,7 @@ import numpy as np
 import psycopg
 import pytest
 from PIL import Image
+from sample_categories import CATEGORY_OF
 
 from lookalike.ports import ObjectRef
 from lookalike.settings import get_settings
@@ -783,19 +784,6 @@ def test_versioned_bucket_delete_of_one_version_keeps_what_s3_still_serves(
 
 
 # --- suggested categories (lookalike.store.category_suggestions) ------------------------------
-
-CATEGORY_OF = {
-    "chelsea": "animals",
-    "coffee": "food",
-    "astronaut": "people",
-    "rocket": "vehicles",
-    "motorcycle": "vehicles",
-    "hubble": "space",
-    "retina": "medical",
-    "ihc": "medical",
-    "china": "places",
-    "flower": "nature",
-}
 
 
 def _suggestion_rows(url: str) -> list[tuple[str, str, float, Any, datetime]]:

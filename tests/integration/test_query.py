@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from sample_categories import CATEGORY_OF
 
 from lookalike.model.embedder import get_embedder
 from lookalike.model_versions import ensure_active_model
@@ -40,18 +41,6 @@ PUBLISHED_HTTP_EVENTS = [
     "sam-generated__httpapi.json",
 ]
 BUCKET = "catalogue-photos"
-CATEGORY_OF = {
-    "chelsea": "animals",
-    "coffee": "food",
-    "astronaut": "people",
-    "rocket": "vehicles",
-    "motorcycle": "vehicles",
-    "hubble": "space",
-    "retina": "medical",
-    "ihc": "medical",
-    "china": "places",
-    "flower": "nature",
-}
 
 
 def jpeg(image: Image.Image, quality: int = 85) -> bytes:

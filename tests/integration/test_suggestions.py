@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 from PIL import Image
+from sample_categories import CATEGORY_OF
 
 from lookalike.model.embedder import get_embedder
 from lookalike.model_versions import ensure_active_model
@@ -31,18 +32,6 @@ from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "catalogue-photos"
-CATEGORY_OF = {
-    "chelsea": "animals",
-    "coffee": "food",
-    "astronaut": "people",
-    "rocket": "vehicles",
-    "motorcycle": "vehicles",
-    "hubble": "space",
-    "retina": "medical",
-    "ihc": "medical",
-    "china": "places",
-    "flower": "nature",
-}
 
 
 def jpeg(image: Image.Image, quality: int = 80) -> bytes:
