@@ -34,7 +34,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -280,15 +280,20 @@ class ExactIndex:
             scores = similarities[:, column]
             top = np.argpartition(-scores, candidates - 1)[:candidates]
             top = top[np.argsort(-scores[top], kind="stable")]
-            found: list[str] = []
-            for row in top:
-                product = str(self.products[row])
-                if product != excluded and product not in found:
-                    found.append(product)
-                    if len(found) == k:
-                        break
-            result.append(found)
+            result.append(first_other_products((str(self.products[row]) for row in top), excluded, k))
         return result
+
+
+def first_other_products[P](ranked: Iterable[P], excluded: P, k: int) -> list[P]:
+    """The first k distinct products of a ranking, leaving out `excluded` (the query's own): what
+    a search answers, one result per product."""
+    found: list[P] = []
+    for product in ranked:
+        if product != excluded and product not in found:
+            found.append(product)
+            if len(found) == k:
+                break
+    return found
 
 
 def as_halfvec(vector: FloatArray) -> FloatArray:

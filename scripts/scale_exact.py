@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from bench_query import first_other_products
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -72,12 +73,6 @@ class ExactProducts:
                 )
         result = []
         for column, excluded in enumerate(exclude):
-            found: list[int] = []
-            for _, row in sorted(candidates[column], key=lambda pair: -pair[0]):
-                product = int(self.product[row])
-                if product != excluded and product not in found:
-                    found.append(product)
-                    if len(found) == k:
-                        break
-            result.append(found)
+            ranked = sorted(candidates[column], key=lambda pair: -pair[0])
+            result.append(first_other_products((int(self.product[row]) for _, row in ranked), excluded, k))
         return result
