@@ -317,9 +317,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 else {
                     "source": options.extra_train_dir.name,
                     "images": len(extra),
-                    "training_list_sha256": hashlib.sha256(
-                        "\n".join(sorted(f"{i.key}\t{i.category}" for i in extra)).encode()
-                    ).hexdigest(),
+                    "training_list_sha256": Dataset(options.extra_train_dir, extra, []).list_sha256(),
                 },
             },
             "training": {
