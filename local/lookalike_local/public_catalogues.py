@@ -38,15 +38,15 @@ from lookalike_tuning.sources import (
     STAMPS_SUBDIR,
     fashion_packshot,
     fetch_debian_package,
+    package_dir,
     read_idx,
     stamp_labels,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_ROOT = REPO_ROOT / ".data"
-# Where `make eval-data` / `lookalike_tuning` unpack the packages (shared with the evaluations).
-PACKAGE_DIRS: Final = {"fashion": "dataset-fashion-mnist", "stamps": "tuxpaint-stamps"}
-CATALOGUES: Final = ("sample", *PACKAGE_DIRS)
+PACKAGES: Final = {"fashion": FASHION_PACKAGE, "stamps": STAMPS_PACKAGE}
+CATALOGUES: Final = ("sample", *PACKAGES)
 # 10 classes x 30 = 300 fashion products; 22 stamp classes x up to 12 (about 250 products, 500 photos).
 PER_CLASS: Final = {"fashion": 30, "stamps": 12}
 UNCATEGORISED_EVERY: Final = 20
@@ -71,10 +71,10 @@ def public_catalogue(
 ) -> DemoCatalogue:
     """The named catalogue's objects; fetches its Debian package on first use (slow once: the
     stamps package is 161 MB). Raises `CatalogueUnavailableError`, `KeyError` for an unknown name."""
-    if name not in PACKAGE_DIRS:
-        raise KeyError(f"unknown catalogue {name!r}; choose one of {', '.join(PACKAGE_DIRS)}")
-    package = FASHION_PACKAGE if name == "fashion" else STAMPS_PACKAGE
-    destination = data_root / PACKAGE_DIRS[name]
+    if name not in PACKAGES:
+        raise KeyError(f"unknown catalogue {name!r}; choose one of {', '.join(PACKAGES)}")
+    package = PACKAGES[name]
+    destination = package_dir(package, data_root)
     if not (destination.is_dir() and any(destination.iterdir())):
         print(f"fetching the Debian package {package} into {destination} (once) ...", flush=True)
     try:

@@ -41,6 +41,14 @@ OPENCLIPART_MAX_PIXELS = 20_000_000
 OPENCLIPART_EXCLUDED_FOLDERS = (
     "computer", "shapes", "signs_and_symbols", "special", "unsorted", "logos", "buttons", "geography",
 )  # fmt: skip
+# The folder under the data root each package unpacks to: its own name, except the stamps, which
+# `make eval-data` unpacks to `tuxpaint-stamps` (shared with scripts/eval_quality.py).
+UNPACKED_NAMES = {STAMPS_PACKAGE: "tuxpaint-stamps"}
+
+
+def package_dir(package: str, data_root: Path) -> Path:
+    """Where a fetched Debian package lives under `data_root` (.data): one place for every tool."""
+    return data_root / UNPACKED_NAMES.get(package, package)
 
 
 def fetch_debian_package(package: str, destination: Path) -> Path:
