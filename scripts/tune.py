@@ -44,6 +44,7 @@ from lookalike_tuning.sources import (
     materialise_fashion_mnist,
     materialise_openclipart,
     materialise_stamps,
+    package_dir,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument(
+        "--temperature", type=float, default=defaults.temperature, help="of the category term"
+    )
+    parser.add_argument(
+        "--instance-temperature",
+        type=float,
+        default=defaults.instance_temperature,
+        help="of the instance term (lower: look-alike photos pushed harder apart)",
+    )
     parser.add_argument("--category-weight", type=float, default=defaults.category_weight)
     parser.add_argument("--instance-weight", type=float, default=defaults.instance_weight)
     parser.add_argument("--pair-weight", type=float, default=defaults.pair_weight)
@@ -148,15 +157,15 @@ def fetch(arguments: argparse.Namespace) -> dict[str, Any]:
             partial.rename(out)
             return {"fetched": "catalogue", **dataclasses.asdict(exported), "out": str(out)}
         if arguments.fetch == "openclipart":
-            root = fetch_debian_package(OPENCLIPART_PACKAGE, DATA_DIR / OPENCLIPART_PACKAGE)
+            root = fetch_debian_package(OPENCLIPART_PACKAGE, package_dir(OPENCLIPART_PACKAGE, DATA_DIR))
             written = materialise_openclipart(root, partial)
         elif arguments.fetch == "fashion-mnist":
-            root = fetch_debian_package(FASHION_PACKAGE, DATA_DIR / FASHION_PACKAGE)
+            root = fetch_debian_package(FASHION_PACKAGE, package_dir(FASHION_PACKAGE, DATA_DIR))
             written = materialise_fashion_mnist(
                 root, partial, per_class=arguments.per_class, seed=arguments.seed, part=arguments.part
             )
         else:
-            root = fetch_debian_package(STAMPS_PACKAGE, DATA_DIR / "tuxpaint-stamps")
+            root = fetch_debian_package(STAMPS_PACKAGE, package_dir(STAMPS_PACKAGE, DATA_DIR))
             written = materialise_stamps(root / STAMPS_SUBDIR, partial)
         partial.rename(out)
     finally:
@@ -210,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=arguments.batch_size,
                 learning_rate=arguments.learning_rate,
                 temperature=arguments.temperature,
+                instance_temperature=arguments.instance_temperature,
                 category_weight=arguments.category_weight,
                 instance_weight=arguments.instance_weight,
                 pair_weight=arguments.pair_weight,

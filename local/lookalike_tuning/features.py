@@ -26,7 +26,7 @@ from lookalike_tuning.production import Embedder, decode_file_bytes, decode_full
 
 FloatArray = npt.NDArray[np.float32]
 # Bump when augment.py changes what a view is: old caches then stop matching.
-AUGMENTATION_VERSION = 1
+AUGMENTATION_VERSION = 2
 CHUNK = 32
 
 

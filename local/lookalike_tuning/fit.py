@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,7 +22,9 @@ class TrainingConfig:
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
-    temperature: float = 0.1
+    cosine_decay: bool = False  # the learning rate falls along a half cosine to 0 at the last step
+    temperature: float = 0.1  # of the category term
+    instance_temperature: float = 0.1  # of the instance term: lower = harder look-alike negatives
     category_weight: float = 1.0  # SupCon, positives = same category
     instance_weight: float = 1.0  # SupCon, positives = same product (NT-Xent with one photo each)
     pair_weight: float = 1.0  # contrastive loss on the pairs CSV (when given)
@@ -71,9 +74,12 @@ def batch_loss(
     products = np.concatenate([data.products[indices]] * 2)
     total = 0.0
     grad_y = np.zeros_like(cache.y)
-    for weight, labels in ((config.category_weight, categories), (config.instance_weight, products)):
+    for weight, labels, temperature in (
+        (config.category_weight, categories, config.temperature),
+        (config.instance_weight, products, config.instance_temperature),
+    ):
         if weight > 0:
-            loss, grad = supcon_loss(cache.y, labels[:, None] == labels[None, :], config.temperature)
+            loss, grad = supcon_loss(cache.y, labels[:, None] == labels[None, :], temperature)
             total += weight * loss
             grad_y += weight * grad
     gradients = backward(head, cache, grad_y)
@@ -96,7 +102,11 @@ def batch_loss(
     return total, gradients
 
 
-def fit(data: TrainingData, config: TrainingConfig) -> TrainingResult:
+def fit(
+    data: TrainingData, config: TrainingConfig, after_epoch: Callable[[int, Head], None] | None = None
+) -> TrainingResult:
+    """Train the head. `after_epoch(epoch, head)` (1-based) sees the head as it is after each epoch:
+    how the sweep scores several epoch counts with one training run."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     image_count, _, input_dim = data.features.shape
@@ -107,15 +117,20 @@ def fit(data: TrainingData, config: TrainingConfig) -> TrainingResult:
     batch = min(config.batch_size, image_count)
     steps_per_epoch = max(1, image_count // batch)
     losses: list[float] = []
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         order = rng.permutation(image_count)
         for step in range(steps_per_epoch):
             indices = order[step * batch : (step + 1) * batch].astype(np.int64)
             loss, gradients = batch_loss(head, data, indices, config, rng)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"the loss diverged at step {optimiser.step_count + 1}")
+            if config.cosine_decay:
+                progress = optimiser.step_count / (config.epochs * steps_per_epoch)
+                optimiser.learning_rate = config.learning_rate * 0.5 * (1 + float(np.cos(np.pi * progress)))
             optimiser.step(head, gradients)
             losses.append(loss)
+        if after_epoch is not None:
+            after_epoch(epoch, head)
     return TrainingResult(
         head=head,
         steps=optimiser.step_count,

@@ -3,7 +3,7 @@ cached features and score each on the same held-out part, with the head applied 
 tune run's own figures then come from the written ONNX files).
 
     .venv/bin/python -m lookalike_tuning.sweep --dataset DIR [--holdout-classes A,B]
-        --grid 'hidden=0,512;instance_weight=0,1'
+        --grid 'hidden=0,512;instance_weight=0,1' [--score-epochs 10,20] [--mix 0,0.3]
 
 Prints one line per configuration and, last, a JSON line with every configuration's figures.
 """
@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy.typing as npt
 from lookalike_tuning.datasets import read_labelled_folder, split_by_product
 from lookalike_tuning.evaluate import category_metrics, neardup_metrics, product_recall_at_1
 from lookalike_tuning.features import compute_features
-from lookalike_tuning.fit import TrainingConfig, fit
+from lookalike_tuning.fit import TrainingConfig, TrainingData, fit
 from lookalike_tuning.heldout import HeldOutSet, build_heldout_set, embed_bytes
 from lookalike_tuning.pipeline import extra_training_images, training_data
 from lookalike_tuning.production import BASE_MODEL_DIR, Embedder, load_model_card
@@ -53,21 +54,57 @@ def score(
     heldout: HeldOutSet,
     head: Head | None,
     base_weight: float = 0.0,
-) -> dict[str, float | None]:
+) -> dict[str, Any]:
     if head is not None:
         database = head_output(head, database, base_weight)
         queries = head_output(head, queries, base_weight)
     category = category_metrics(database, [i.category for i in heldout.images], skip_unanswerable=True)
     product = product_recall_at_1(database, [i.product for i in heldout.images])
     near = neardup_metrics(queries, database, heldout.query_targets)
-    padded = np.char.startswith(np.asarray(heldout.query_edits), "pad")
+    edit_names = np.asarray(heldout.query_edits)
+    padded = np.char.startswith(edit_names, "pad")
+    missed = {
+        edit: int(np.sum(near.ranks[edit_names == edit] != 1)) for edit in dict.fromkeys(heldout.query_edits)
+    }
     return {
         "map_at_10": round(category.map_at_10, 4),
         "precision_at_1": round(category.precision_at_1, 4),
         "product_recall_at_1": None if product is None else round(product[0], 4),
         "neardup_recall_at_1": round(float(np.mean(near.ranks[~padded] == 1)), 4),
         "padded_recall_at_1": round(float(np.mean(near.ranks[padded] == 1)), 4),
+        "neardup_missed_per_edit": {edit: count for edit, count in missed.items() if count},
     }
+
+
+def train_and_score(
+    data: TrainingData,
+    config: TrainingConfig,
+    label: dict[str, Any],
+    checkpoints: set[int],
+    mixes: list[float],
+    scorer: Callable[[Head, float], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One training run, scored after its last epoch and after each checkpoint epoch before it,
+    once per base weight in `mixes`. Each row is also printed to stderr as it comes."""
+    rows: list[dict[str, Any]] = []
+
+    def report(head: Head, epochs: int, seconds: float | None) -> None:
+        for base_weight in mixes:
+            row = {
+                "config": label | {"epochs": epochs, "base_weight": base_weight},
+                "train_seconds": None if seconds is None else round(seconds, 1),
+                **scorer(head, base_weight),
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    def checkpoint(epoch: int, head: Head) -> None:
+        if epoch in checkpoints and epoch < config.epochs:
+            report(head, epoch, None)
+
+    result = fit(data, config, after_epoch=checkpoint)
+    report(result.head, config.epochs, result.seconds)
+    return rows
 
 
 def parse_grid(text: str) -> list[dict[str, float]]:
@@ -90,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", type=Path, default=Path(".data/tune-cache"))
     parser.add_argument("--grid", default="", help="'name=v1,v2;name=v1' over TrainingConfig fields")
+    parser.add_argument(
+        "--score-epochs", default="", help="also score the head after these epochs (one training run)"
+    )
     parser.add_argument("--mix", default="0", help="base weights of the PCA-part concatenation to score")
     parser.add_argument("--extra-train", type=Path, help="as scripts/tune.py --extra-train")
     arguments = parser.parse_args(argv)
@@ -114,18 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     data = training_data(split, features, [])
     rows: list[dict[str, Any]] = [{"config": "base", **score(database, queries, heldout, None)}]
     print(json.dumps(rows[0]), file=sys.stderr, flush=True)
+    checkpoints = {int(value) for value in filter(None, arguments.score_epochs.split(","))}
+    mixes = [float(value) for value in arguments.mix.split(",")]
     for overrides in parse_grid(arguments.grid) or [{}]:
         typed = {k: type(getattr(base, k))(v) for k, v in overrides.items()}
-        config = replace(base, **typed)
-        result = fit(data, config)
-        for base_weight in (float(value) for value in arguments.mix.split(",")):
-            row = {
-                "config": typed | {"base_weight": base_weight},
-                "train_seconds": round(result.seconds, 1),
-                **score(database, queries, heldout, result.head, base_weight),
-            }
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+        rows += train_and_score(
+            data,
+            replace(base, **typed),
+            typed,
+            checkpoints,
+            mixes,
+            lambda head, base_weight: score(database, queries, heldout, head, base_weight),
+        )
     print(
         json.dumps(
             {
