@@ -2,7 +2,7 @@
 trained with contrastive losses, written as a new model folder with held-out before/after figures.
 
     .venv/bin/python scripts/tune.py --dataset DIR --out MODEL_DIR [--pairs PAIRS.csv]
-        [--holdout-classes A,B] [--epochs N] [--dim 256] [--hidden 512] [--force] ...
+        [--holdout-classes A,B | --measure-per-class N] [--epochs N] [--dim 256] [--hidden 512] [--force] ...
     .venv/bin/python scripts/tune.py --fetch fashion-mnist|tuxpaint|openclipart --data-out DIR [--per-class N]
     .venv/bin/python scripts/tune.py --fetch catalogue --data-out DIR
 
@@ -75,6 +75,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--holdout-classes", default="", help="comma-separated classes never trained on")
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="share of each class's products held out"
+    )
+    parser.add_argument(
+        "--measure-per-class",
+        type=int,
+        help="measure on N held-out products per class (a seeded choice; the rest of the held-out "
+        "part is neither trained on nor measured): held-out parts of one size across data set sizes",
     )
     parser.add_argument("--views", type=int, default=3, help="cached views per image (1 clean + augmented)")
     parser.add_argument(
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs_csv=arguments.pairs,
             holdout_classes=tuple(name for name in arguments.holdout_classes.split(",") if name),
             test_fraction=arguments.test_fraction,
+            measure_per_class=arguments.measure_per_class,
             views=arguments.views,
             neardup_originals=arguments.neardup_originals,
             calibration_views=arguments.calibration_views,

@@ -130,6 +130,7 @@ class Split:
     train: list[LabelledImage]
     test: list[LabelledImage]
     holdout_classes: tuple[str, ...]  # categories held out entirely (empty: split by product)
+    unmeasured: int = 0  # held-out images left out of the measurement (measure_per_class)
 
 
 def split_by_product(
@@ -138,10 +139,20 @@ def split_by_product(
     test_fraction: float,
     seed: int,
     holdout_classes: tuple[str, ...] = (),
+    measure_per_class: int | None = None,
 ) -> Split:
     """Held-out part for the before/after figures. With holdout_classes: those categories are the
     test set and never trained on. Otherwise a fraction of each category's PRODUCTS goes to test:
-    all photos of one product land on the same side."""
+    all photos of one product land on the same side.
+
+    measure_per_class: measure on (at most) that many held-out products per category, a seeded
+    choice; the other held-out images are neither trained on nor measured. mAP@10 grows with the
+    size of the catalogue searched, so runs on data sets of different sizes compare on held-out
+    parts of one size."""
+    if holdout_classes and measure_per_class is not None:
+        raise DatasetError(
+            "measuring N products per class applies to a split by product, not to held-out classes"
+        )
     if holdout_classes:
         present = {image.category for image in images}
         missing = [name for name in holdout_classes if name not in present]
@@ -166,4 +177,14 @@ def split_by_product(
     test = [image for image in images if image.product in test_products]
     if not test:
         raise DatasetError("no category has two products: nothing can be held out by product")
-    return Split(train, test, ())
+    if measure_per_class is None:
+        return Split(train, test, ())
+    if measure_per_class < 2:
+        raise DatasetError(f"measuring needs at least 2 products per class, got {measure_per_class}")
+    measured_products: set[str] = set()
+    for category in sorted({image.category for image in test}):
+        products = sorted({image.product for image in test if image.category == category})
+        chosen = rng.choice(products, size=min(measure_per_class, len(products)), replace=False)
+        measured_products.update(str(name) for name in chosen)
+    measured = [image for image in test if image.product in measured_products]
+    return Split(train, measured, (), unmeasured=len(test) - len(measured))

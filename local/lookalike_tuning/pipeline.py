@@ -76,6 +76,7 @@ class TuneOptions:
     pairs_csv: Path | None = None
     holdout_classes: tuple[str, ...] = ()
     test_fraction: float = 0.2
+    measure_per_class: int | None = None  # split_by_product: held-out products measured per class
     views: int = 3
     neardup_originals: int = 60
     calibration_views: int = 50
@@ -216,6 +217,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         test_fraction=options.test_fraction,
         seed=options.training.seed,
         holdout_classes=options.holdout_classes,
+        measure_per_class=options.measure_per_class,
     )
     extra = extra_training_images(options.extra_train_dir)
     split = dataclasses.replace(split, train=split.train + extra)
@@ -309,7 +311,13 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 "heldout_images": len(split.test),
                 "heldout_split": "classes " + ",".join(split.holdout_classes)
                 if split.holdout_classes
-                else f"by product, {options.test_fraction:.0%} of each class's products",
+                else f"by product, {options.test_fraction:.0%} of each class's products"
+                + (
+                    f", {options.measure_per_class} of them per class measured ({split.unmeasured} "
+                    "held-out images neither trained on nor measured)"
+                    if options.measure_per_class
+                    else ""
+                ),
                 "unreadable_skipped": dataset.unreadable,
                 "pairs_csv": options.pairs_csv.name if options.pairs_csv else None,
                 "extra_train": None

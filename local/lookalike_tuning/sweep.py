@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--holdout-classes", default="")
     parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--measure-per-class", type=int, help="as scripts/tune.py --measure-per-class")
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--neardup-originals", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         test_fraction=arguments.test_fraction,
         seed=base.seed,
         holdout_classes=tuple(filter(None, arguments.holdout_classes.split(","))),
+        measure_per_class=arguments.measure_per_class,
     )
     split = replace(split, train=split.train + extra_training_images(arguments.extra_train))
     embedder = Embedder(load_model_card(BASE_MODEL_DIR), variant="fp32", threads=arguments.threads)

@@ -187,3 +187,20 @@ def test_a_catalogue_of_single_product_classes_cannot_be_split() -> None:
     images = catalogue(products_per_class=1, photos_per_product=4)
     with pytest.raises(DatasetError, match="nothing can be held out by product"):
         split_by_product(images, test_fraction=0.2, seed=0)
+
+
+def test_measure_per_class_measures_a_subset_of_the_heldout_products_and_trains_on_the_same_list() -> None:
+    images = catalogue(products_per_class=20, photos_per_product=2)
+    full = split_by_product(images, test_fraction=0.5, seed=3)
+    measured = split_by_product(images, test_fraction=0.5, seed=3, measure_per_class=4)
+    assert [i.key for i in measured.train] == [i.key for i in full.train]  # training unchanged
+    measured_products = {image.product for image in measured.test}
+    assert measured_products < {image.product for image in full.test}
+    for category in ("shoes", "bags", "hats"):  # 4 of each class's 10 held-out products
+        assert sum(p.startswith(category) for p in measured_products) == 4
+    assert len(measured.test) == 3 * 4 * 2  # whole products: both photos of each
+    assert measured.unmeasured == len(full.test) - len(measured.test)
+    with pytest.raises(DatasetError, match="at least 2 products per class"):
+        split_by_product(images, test_fraction=0.5, seed=3, measure_per_class=1)
+    with pytest.raises(DatasetError, match="not to held-out classes"):
+        split_by_product(images, test_fraction=0.5, seed=3, holdout_classes=("hats",), measure_per_class=4)
