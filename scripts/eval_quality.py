@@ -62,7 +62,12 @@ from lookalike.model.card import ResizeMode, load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_tuning.datasets import DatasetError, read_labelled_folder
 from lookalike_tuning.edits import edits
-from lookalike_tuning.evaluate import MeasurementError, category_metrics, neardup_metrics
+from lookalike_tuning.evaluate import (
+    MeasurementError,
+    category_metrics,
+    neardup_metrics,
+    paired_ratio_interval,
+)
 from lookalike_tuning.sources import stamp_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -236,20 +241,32 @@ def evaluate_dataset(arguments: argparse.Namespace) -> int:
     )
     items = [Item(image.key, image.category, image.path.read_bytes) for image in dataset.images]
     embeddings = embed_all(items, {"model": embedder})["model"]
-    category = category_metrics(embeddings, [item.label for item in items])
-    print(
-        json.dumps(
-            {
-                "images": len(items),
-                "classes": len(dataset.categories),
-                "map_at_10": round(category.map_at_10, 4),
-                "precision_at_10": round(category.precision_at_10, 4),
-                "precision_at_1": round(category.precision_at_1, 4),
-                "model_version": embedder.model_version,
-            }
-        ),
-        flush=True,
-    )
+    labels = [item.label for item in items]
+    category = category_metrics(embeddings, labels)
+    result: dict[str, object] = {
+        "images": len(items),
+        "classes": len(dataset.categories),
+        "map_at_10": round(category.map_at_10, 4),
+        "precision_at_10": round(category.precision_at_10, 4),
+        "precision_at_1": round(category.precision_at_1, 4),
+        "model_version": embedder.model_version,
+    }
+    if arguments.baseline_model_dir is not None:
+        baseline_embedder = Embedder(
+            load_model_card(arguments.baseline_model_dir),
+            variant=arguments.variant,
+            threads=arguments.threads,
+            trim_borders=True if arguments.trim_borders else None,
+        )
+        baseline = category_metrics(embed_all(items, {"baseline": baseline_embedder})["baseline"], labels)
+        low, high = paired_ratio_interval(baseline.average_precisions, category.average_precisions)
+        result |= {
+            "baseline_model_version": baseline_embedder.model_version,
+            "baseline_map_at_10": round(baseline.map_at_10, 4),
+            "map_at_10_ratio": round(category.map_at_10 / baseline.map_at_10, 4),
+            "map_at_10_ratio_ci95": [round(low, 4), round(high, 4)],
+        }
+    print(json.dumps(result), flush=True)
     return 0
 
 
@@ -273,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, help="a labelled folder DIR/<category>/[<product>/]<image>")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="with --dataset: the model folder")
     parser.add_argument("--variant", help="with --dataset: fp32 or int8 (default: the card's)")
+    parser.add_argument(
+        "--baseline-model-dir",
+        type=Path,
+        help="with --dataset: also measure this model (e.g. the base) on the same images and print "
+        "the mAP@10 ratio with its paired bootstrap 95 %% interval",
+    )
     arguments = parser.parse_args(argv)
     if arguments.dataset is not None:
         return evaluate_dataset(arguments)

@@ -27,6 +27,7 @@ class CategoryMetrics:
     precision_at_1: float
     queries: int  # queries with at least one relevant item: the ones averaged
     per_class_precision_at_10: dict[str, float]
+    average_precisions: npt.NDArray[np.float64]  # AP@k of each averaged query, in query order
 
 
 def category_metrics(
@@ -62,7 +63,34 @@ def category_metrics(
             str(label): round(float(np.mean(hits[kept == label].mean(axis=1))), 3)
             for label in sorted(set(kept.tolist()))
         },
+        average_precisions=np.asarray(average_precision, dtype=np.float64),
     )
+
+
+def paired_ratio_interval(
+    baseline: npt.NDArray[np.float64],
+    candidate: npt.NDArray[np.float64],
+    *,
+    rounds: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(candidate) / mean(baseline) over the same queries
+    (per-query scores of two models, paired: one resample of queries serves both), e.g. of the
+    mAP@10 ratio of a tuned model over its base. How sure a "1.3x" is on this many queries."""
+    if baseline.shape != candidate.shape or baseline.ndim != 1 or len(baseline) < 2:
+        raise MeasurementError(
+            "a paired interval needs the same queries, at least two, scored by both models"
+        )
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(baseline), size=(rounds, len(baseline)))
+    base_means = baseline[resamples].mean(axis=1)
+    if np.any(base_means <= 0):
+        raise MeasurementError("the baseline scores 0 on some resample: no ratio to bound")
+    ratios = candidate[resamples].mean(axis=1) / base_means
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def product_recall_at_1(embeddings: FloatArray, products: list[str]) -> tuple[float, int] | None:

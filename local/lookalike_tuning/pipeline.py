@@ -34,7 +34,7 @@ from lookalike_tuning.datasets import (
     read_pairs_csv,
     split_by_product,
 )
-from lookalike_tuning.evaluate import MeasurementError
+from lookalike_tuning.evaluate import MeasurementError, category_metrics, paired_ratio_interval
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
@@ -359,6 +359,12 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         except MeasurementError as error:
             log(f"match levels not calibrated: {error}")
         reasons = verdict(figures["base"], figures["tuned"], options.min_map_gain)
+        labels = [image.category for image in split.test]
+        base_ap, tuned_ap = (
+            category_metrics(embeddings[label], labels, skip_unanswerable=True).average_precisions
+            for label in ("base", "tuned")
+        )
+        ratio_low, ratio_high = paired_ratio_interval(base_ap, tuned_ap)
         summary: dict[str, Any] = {
             "model_version": version,
             "out_dir": str(options.out_dir),
@@ -366,6 +372,10 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             "heldout_images": len(split.test),
             "base": {k: v for k, v in figures["base"].items() if k != "neardup_recall_at_1_per_edit"},
             "tuned": {k: v for k, v in figures["tuned"].items() if k != "neardup_recall_at_1_per_edit"},
+            "map_at_10_ratio": round(
+                figures["tuned"]["category_map_at_10"] / figures["base"]["category_map_at_10"], 4
+            ),
+            "map_at_10_ratio_ci95": [round(ratio_low, 4), round(ratio_high, 4)],
             "int8": agreement,
             "int8_heldout": {
                 k: v for k, v in figures.get("tuned_int8", {}).items() if k != "neardup_recall_at_1_per_edit"
@@ -384,5 +394,4 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    labels = [image.category for image in split.test]
     return TuneOutcome(summary, embeddings["base"], embeddings["tuned"], labels)

@@ -97,6 +97,24 @@ def test_dataset_mode_prints_the_figures_of_any_labelled_folder(tmp_path: Path) 
     assert result["model_version"].endswith("/fp32/squash")
 
 
+def test_dataset_mode_compares_with_a_baseline_model_on_the_same_images(tmp_path: Path) -> None:
+    folder = labelled_folder(tmp_path / "data", skip={"collectibles"})
+    command = [sys.executable, str(SCRIPT), "--dataset", str(folder), "--variant", "fp32"]
+    completed = subprocess.run(
+        [*command, "--baseline-model-dir", str(REPO_ROOT / "layers" / "model" / "model")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    # The same model as its own baseline: the same figure, a ratio of exactly 1 in every resample.
+    assert result["baseline_map_at_10"] == result["map_at_10"]
+    assert result["baseline_model_version"] == result["model_version"]
+    assert result["map_at_10_ratio"] == 1.0
+    assert result["map_at_10_ratio_ci95"] == [1.0, 1.0]
+
+
 def test_dataset_mode_refuses_a_single_image_class(tmp_path: Path) -> None:
     folder = labelled_folder(tmp_path / "data", skip=set())  # collectibles: one photo
     completed = subprocess.run(

@@ -10,6 +10,7 @@ from lookalike_tuning.evaluate import (
     MeasurementError,
     category_metrics,
     neardup_metrics,
+    paired_ratio_interval,
     product_recall_at_1,
     same_vs_different_similarities,
 )
@@ -32,6 +33,7 @@ def test_category_metrics_on_a_hand_checked_example() -> None:
     assert metrics.map_at_10 == pytest.approx((3 + 1 / 3) / 4)
     assert metrics.precision_at_1 == pytest.approx(3 / 4)
     assert metrics.queries == 4
+    assert metrics.average_precisions.tolist() == pytest.approx([1, 1, 1 / 3, 1])
 
 
 def test_a_single_image_class_fails_loudly_instead_of_printing_nan() -> None:
@@ -76,3 +78,24 @@ def test_same_and_different_class_similarities_split_every_pair() -> None:
     assert len(same) == 2
     assert len(different) == 4
     assert same.min() > different.max()
+
+
+def test_paired_ratio_interval_brackets_the_ratio_and_narrows_with_more_queries() -> None:
+    rng = np.random.default_rng(0)
+    few_base = rng.uniform(0.4, 0.8, 50)
+    many_base = rng.uniform(0.4, 0.8, 5000)
+    few_low, few_high = paired_ratio_interval(few_base, few_base * 1.3)
+    assert few_low == pytest.approx(1.3)  # every query gains 1.3x: every resample says so
+    assert few_high == pytest.approx(1.3)
+    few_tuned = np.clip(few_base * 1.3 + rng.normal(0, 0.2, 50), 0, 1)
+    noisy_few = paired_ratio_interval(few_base, few_tuned)
+    noisy_many = paired_ratio_interval(many_base, np.clip(many_base * 1.3 + rng.normal(0, 0.2, 5000), 0, 1))
+    assert noisy_few[0] < few_tuned.mean() / few_base.mean() < noisy_few[1]
+    assert noisy_many[1] - noisy_many[0] < (noisy_few[1] - noisy_few[0]) / 4  # 100x the queries
+
+
+def test_paired_ratio_interval_refuses_unpaired_scores() -> None:
+    with pytest.raises(MeasurementError, match="same queries"):
+        paired_ratio_interval(np.ones(5), np.ones(6))
+    with pytest.raises(MeasurementError, match="baseline scores 0"):
+        paired_ratio_interval(np.zeros(5), np.ones(5))
