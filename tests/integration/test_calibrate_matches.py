@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from script_runs import run_script
 
 from lookalike.matches import MatchCutoffs, cutoffs_in_card
 from lookalike.model.card import load_model_card
@@ -60,15 +59,7 @@ def uncalibrated_model(folder: Path) -> Path:
 
 
 def run(*arguments: str | Path) -> tuple[int, dict[str, Any], str]:
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = completed.stdout.strip().splitlines()
-    return completed.returncode, json.loads(lines[-1]) if lines else {}, completed.stderr
+    return run_script(SCRIPT, *arguments, timeout=600)
 
 
 def test_calibration_writes_cutoffs_the_query_path_reads(tmp_path: Path) -> None:
@@ -128,16 +119,14 @@ def test_tuning_calibrates_the_tuned_model_on_its_heldout_part(tmp_path: Path) -
     """scripts/tune.py on a folder whose held-out part is large enough: the tuned card carries
     match levels for its default version, calibrated on held-out images only."""
     out = tmp_path / "tuned"
-    completed = subprocess.run(
-        [
-            sys.executable, str(REPO_ROOT / "scripts" / "tune.py"),
-            "--dataset", str(labelled_folder(tmp_path / "data")), "--out", str(out), "--force",
-            "--test-fraction", "0.5", "--dim", "32", "--hidden", "64", "--epochs", "10", "--views", "2",
-            "--neardup-originals", "2", "--calibration-views", "4", "--threads", "2",
-        ],
-        capture_output=True, text=True, timeout=600, check=False,
+    code, _, stderr = run_script(
+        REPO_ROOT / "scripts" / "tune.py",
+        "--dataset", labelled_folder(tmp_path / "data"), "--out", out, "--force",
+        "--test-fraction", "0.5", "--dim", "32", "--hidden", "64", "--epochs", "10", "--views", "2",
+        "--neardup-originals", "2", "--calibration-views", "4", "--threads", "2",
+        timeout=600,
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert code == 0, stderr[-3000:]
     card = load_model_card(out)
     key = f"{card.default_variant}/{card.preprocessing.default_resize_mode}"
     entry = card.raw["match_levels"][key]

@@ -4,14 +4,13 @@ wrong number (no copies of an original among the distractors, no single-image cl
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_runs import run_script, sample_labelled_folder
 
 from lookalike_local.catalogue import catalogue
 
@@ -64,25 +63,13 @@ def test_padded_copies_are_added_on_request(eval_quality: ModuleType) -> None:
 
 
 def labelled_folder(root: Path, skip: set[str]) -> Path:
-    for obj in catalogue():
-        if obj.category in skip or "truncated" in obj.filename:
-            continue
-        path = root / obj.category / obj.product_id / obj.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(obj.body())
-    return root
+    return sample_labelled_folder(root, skip_categories=skip, keep_unreadable=False)
 
 
 def test_dataset_mode_prints_the_figures_of_any_labelled_folder(tmp_path: Path) -> None:
     folder = labelled_folder(tmp_path / "data", skip={"collectibles"})
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dataset", str(folder), "--variant", "fp32"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    code, result, stderr = run_script(SCRIPT, "--dataset", folder, "--variant", "fp32", timeout=240)
+    assert code == 0, stderr[-3000:]
     assert set(result) == {
         "images",
         "classes",
@@ -99,15 +86,11 @@ def test_dataset_mode_prints_the_figures_of_any_labelled_folder(tmp_path: Path) 
 
 def test_dataset_mode_compares_with_a_baseline_model_on_the_same_images(tmp_path: Path) -> None:
     folder = labelled_folder(tmp_path / "data", skip={"collectibles"})
-    command = [sys.executable, str(SCRIPT), "--dataset", str(folder), "--variant", "fp32"]
-    completed = subprocess.run(
-        [*command, "--baseline-model-dir", str(REPO_ROOT / "layers" / "model" / "model")],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
+    baseline = REPO_ROOT / "layers" / "model" / "model"
+    code, result, stderr = run_script(
+        SCRIPT, "--dataset", folder, "--variant", "fp32", "--baseline-model-dir", baseline, timeout=240
     )
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert code == 0, stderr[-3000:]
     # The same model as its own baseline: the same figure, a ratio of exactly 1 in every resample.
     assert result["baseline_map_at_10"] == result["map_at_10"]
     assert result["baseline_model_version"] == result["model_version"]
@@ -117,12 +100,6 @@ def test_dataset_mode_compares_with_a_baseline_model_on_the_same_images(tmp_path
 
 def test_dataset_mode_refuses_a_single_image_class(tmp_path: Path) -> None:
     folder = labelled_folder(tmp_path / "data", skip=set())  # collectibles: one photo
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dataset", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert completed.returncode == 2
-    assert "collectibles (1)" in completed.stderr
+    code, _, stderr = run_script(SCRIPT, "--dataset", folder, timeout=240)
+    assert code == 2
+    assert "collectibles (1)" in stderr

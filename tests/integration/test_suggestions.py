@@ -5,19 +5,17 @@ suggestions, a page at a time."""
 
 from __future__ import annotations
 
-import base64
-import copy
 import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from PIL import Image
 from sample_categories import CATEGORY_OF
+from test_query import call, http_event, jpeg, query_handler  # noqa: F401
 
 from lookalike.model.embedder import get_embedder
 from lookalike.model_versions import ensure_active_model
@@ -27,17 +25,11 @@ from lookalike.store import ImageRecord, Store
 from lookalike.store.category_suggestions import refresh_suggestions
 from lookalike.suggestions import CONFIDENT_AT
 from lookalike_aws.runtime import reset_runtime
-from lookalike_local.lambda_runtime import Handler, LambdaContext, load_handler, load_module
+from lookalike_local.lambda_runtime import Handler, load_module
 from lookalike_local.samples import SamplePhoto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "catalogue-photos"
-
-
-def jpeg(image: Image.Image, quality: int = 80) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def shopper_photo(image: Image.Image) -> Image.Image:
@@ -54,34 +46,9 @@ def request(
     query: dict[str, str] | None = None,
     body: bytes | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    event: dict[str, Any] = copy.deepcopy(
-        json.loads((REPO_ROOT / "events" / "powertools__apiGatewayProxyV2Event.json").read_text())
-    )
-    headers = {"accept": "application/json"}
-    if body is not None:
-        headers["content-type"] = "image/jpeg"
-    event.update(
-        routeKey="$default",
-        rawPath=path,
-        rawQueryString=urlencode(query or {}),
-        queryStringParameters=query or None,
-        pathParameters=None,
-        headers=headers,
-        body=None if body is None else base64.b64encode(body).decode(),
-        isBase64Encoded=body is not None,
-    )
-    event["requestContext"]["http"].update(method=method, path=path)
-    response = handler(event, LambdaContext("lookalike-query", 1769, 10))
-    return int(response["statusCode"]), json.loads(response["body"])
-
-
-@pytest.fixture(scope="module")
-def query_handler() -> Handler:
-    # Logger() and Metrics() read their service and namespace as on AWS (the template sets them).
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("POWERTOOLS_SERVICE_NAME", "lookalike-query")
-        environment.setenv("POWERTOOLS_METRICS_NAMESPACE", "LookalikeTest")
-        return load_handler(REPO_ROOT / "functions" / "query" / "app.py", "lookalike_query_app_suggestions")
+    """test_query's published HTTP API event for this request (a JPEG body when given), answered."""
+    content_type = None if body is None else "image/jpeg"
+    return call(handler, http_event(method, path, query=query, body=body, content_type=content_type))
 
 
 @pytest.fixture
@@ -143,11 +110,13 @@ def check_suggestions(suggestions: list[dict[str, Any]]) -> None:
 
 
 def test_search_by_photo_suggests_categories(
-    query_handler: Handler, catalogue: Store, photos: list[SamplePhoto]
+    query_handler: Handler,  # noqa: F811
+    catalogue: Store,
+    photos: list[SamplePhoto],
 ) -> None:
     for name, expected in [("chelsea", "animals"), ("coffee", "food"), ("motorcycle", "vehicles")]:
         photo = shopper_photo(next(p for p in photos if p.name == name).open_rgb())
-        status, payload = request(query_handler, "POST", "/search", body=jpeg(photo))
+        status, payload = request(query_handler, "POST", "/search", body=jpeg(photo, 80))
         assert status == 200, payload
         suggestions = payload["suggested_categories"]
         assert suggestions[0]["category"] == expected, suggestions
@@ -155,10 +124,12 @@ def test_search_by_photo_suggests_categories(
 
 
 def test_suggestions_ignore_the_category_filter_and_k(
-    query_handler: Handler, catalogue: Store, photos: list[SamplePhoto]
+    query_handler: Handler,  # noqa: F811
+    catalogue: Store,
+    photos: list[SamplePhoto],
 ) -> None:
     """The vote is over the whole catalogue: a filter narrows the results, not the suggestion."""
-    photo = jpeg(shopper_photo(next(p for p in photos if p.name == "coffee").open_rgb()))
+    photo = jpeg(shopper_photo(next(p for p in photos if p.name == "coffee").open_rgb()), 80)
     _, unfiltered = request(query_handler, "POST", "/search", body=photo, query={"k": "20"})
     status, filtered = request(
         query_handler, "POST", "/search", body=photo, query={"k": "2", "category": "space"}
@@ -169,14 +140,18 @@ def test_suggestions_ignore_the_category_filter_and_k(
     assert filtered["suggested_categories"][0]["category"] == "food"
 
 
-def test_similar_products_answer_has_no_suggestions(query_handler: Handler, catalogue: Store) -> None:
+def test_similar_products_answer_has_no_suggestions(
+    query_handler: Handler,  # noqa: F811
+    catalogue: Store,
+) -> None:
     status, payload = request(query_handler, "GET", "/products/coffee/similar")
     assert status == 200
     assert "suggested_categories" not in payload
 
 
 def test_uncategorised_lists_images_with_their_suggestions_a_page_at_a_time(
-    query_handler: Handler, catalogue: Store
+    query_handler: Handler,  # noqa: F811
+    catalogue: Store,
 ) -> None:
     status, payload = request(query_handler, "GET", "/uncategorised")
     assert status == 200, payload
@@ -211,7 +186,9 @@ def test_uncategorised_lists_images_with_their_suggestions_a_page_at_a_time(
     "query", [{"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"cursor": "not-a-cursor"}, {"cursor": ""}]
 )
 def test_uncategorised_refuses_bad_parameters_with_400(
-    query_handler: Handler, catalogue: Store, query: dict[str, str]
+    query_handler: Handler,  # noqa: F811
+    catalogue: Store,
+    query: dict[str, str],
 ) -> None:
     status, payload = request(query_handler, "GET", "/uncategorised", query=query)
     assert status == 400, payload

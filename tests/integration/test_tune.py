@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from script_runs import run_script, sample_labelled_folder
 
 from lookalike.images import decode_image
 from lookalike.model.card import load_model_card
@@ -44,14 +43,9 @@ FAST = [
 def catalogue_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DIR/<category>/<product>/<photo> from the sample catalogue, its broken upload included
     (an unreadable image to skip), less the one category that has a single photo."""
-    root = tmp_path_factory.mktemp("catalogue")
-    for obj in catalogue():
-        if obj.category == "collectibles":
-            continue
-        path = root / obj.category / obj.product_id / obj.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(obj.body())
-    return root
+    return sample_labelled_folder(
+        tmp_path_factory.mktemp("catalogue"), skip_categories={"collectibles"}, keep_unreadable=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +54,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_tune(*arguments: str | Path) -> tuple[int, dict[str, Any], str]:
-    completed = subprocess.run(
-        [sys.executable, str(TUNE), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    last_line = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else "{}"
-    return completed.returncode, json.loads(last_line), completed.stderr
+    return run_script(TUNE, *arguments, timeout=240)
 
 
 def leftovers(parent: Path) -> list[str]:
