@@ -5,12 +5,11 @@ quotes ("Suggested categories"). The full-size run is `make eval-suggestions`.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from script_runs import run_script
 
 from lookalike_local.samples import SamplePhoto
 
@@ -41,27 +40,12 @@ def labelled(tmp_path: Path, photos: list[SamplePhoto]) -> Path:
 
 def test_a_small_run_measures_the_vote_and_the_imagenet_labels(labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "suggestions.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/eval_suggestions.py",
-            "--dataset",
-            str(labelled),
-            "--seeds",
-            "2",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    code, line, stderr = run_script(
+        REPO_ROOT / "scripts" / "eval_suggestions.py",
+        "--dataset", labelled, "--seeds", "2", "--cache-dir", tmp_path / "cache", "--out", out,
         timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = json.loads(result.stdout.strip().splitlines()[-1])
+    )  # fmt: skip
+    assert code == 0, stderr[-3000:]
     assert {"k", "power", "confident_at", "target_precision", "command", "datasets"} <= set(line)
     (measured,) = line["datasets"]
     assert measured["dataset"] == "labelled"
