@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # isort: split
 # The function's own modules: Lambda puts the function's folder on sys.path.
+import answers
 import errors
 import views
 from domain import (
@@ -86,8 +87,8 @@ def search(
         photo, parameters, search=get_search(), settings=get_settings(), min_match=min_match
     )
     metrics.add_metric(name="SearchesByImage", unit=MetricUnit.Count, value=1)
-    response = views.search_response(result.neighbours, result.model.version, result.cutoffs)
-    return views.photo_search_response(response, result.suggested_categories)
+    response = answers.search_response(result.neighbours, result.model.version, result.cutoffs)
+    return answers.photo_search_response(response, result.suggested_categories)
 
 
 @app.post(
@@ -137,7 +138,7 @@ def similar(
     parameters = SearchParameters(k=k, category=category, min_similarity=min_similarity)
     result = similar_products(product_id, parameters, search=get_search(), min_match=min_match)
     metrics.add_metric(name="SearchesByProduct", unit=MetricUnit.Count, value=1)
-    return views.search_response(result.neighbours, result.model.version, result.cutoffs)
+    return answers.search_response(result.neighbours, result.model.version, result.cutoffs)
 
 
 @app.get(
@@ -152,7 +153,7 @@ def product(product_id: views.ProductId) -> views.ProductResponse:
     images = get_store().get_product(product_id)
     if not images:
         raise ProductNotFoundError(product_id)
-    return views.product_response(product_id, images)
+    return answers.product_response(product_id, images)
 
 
 @app.get(
@@ -205,7 +206,7 @@ def duplicates(
     page = duplicate_groups_page(
         get_search(), threshold=threshold, category=category, limit=limit, cursor=cursor
     )
-    return views.duplicates_response(page, threshold=threshold, category=category)
+    return answers.duplicates_response(page, threshold=threshold, category=category)
 
 
 @app.get(
@@ -223,7 +224,7 @@ def uncategorised(limit: views.ReviewLimit = 50, cursor: views.Cursor = None) ->
     after = decode_cursor(cursor) if cursor else None
     images = uncategorised_images(get_store(), after=after, limit=limit)
     next_cursor = encode_cursor(images[-1].ref) if len(images) == limit else None
-    return views.uncategorised_response(images, next_cursor)
+    return answers.uncategorised_response(images, next_cursor)
 
 
 @app.get("/openapi.json", include_in_schema=False)
