@@ -233,35 +233,35 @@ def evaluate_dataset(arguments: argparse.Namespace) -> int:
             f"skipped {len(dataset.unreadable)} unreadable images: {', '.join(dataset.unreadable)}",
             file=sys.stderr,
         )
-    embedder = Embedder(
-        load_model_card(arguments.model_dir),
-        variant=arguments.variant,
-        threads=arguments.threads,
-        trim_borders=True if arguments.trim_borders else None,
-    )
+
+    def embedder_of(model_dir: Path) -> Embedder:
+        return Embedder(
+            load_model_card(model_dir),
+            variant=arguments.variant,
+            threads=arguments.threads,
+            trim_borders=True if arguments.trim_borders else None,
+        )
+
+    embedders = {"model": embedder_of(arguments.model_dir)}
+    if arguments.baseline_model_dir is not None:
+        embedders["baseline"] = embedder_of(arguments.baseline_model_dir)
     items = [Item(image.key, image.category, image.path.read_bytes) for image in dataset.images]
-    embeddings = embed_all(items, {"model": embedder})["model"]
+    embeddings = embed_all(items, embedders)  # each image decoded once for both models
     labels = [item.label for item in items]
-    category = category_metrics(embeddings, labels)
+    category = category_metrics(embeddings["model"], labels)
     result: dict[str, object] = {
         "images": len(items),
         "classes": len(dataset.categories),
         "map_at_10": round(category.map_at_10, 4),
         "precision_at_10": round(category.precision_at_10, 4),
         "precision_at_1": round(category.precision_at_1, 4),
-        "model_version": embedder.model_version,
+        "model_version": embedders["model"].model_version,
     }
-    if arguments.baseline_model_dir is not None:
-        baseline_embedder = Embedder(
-            load_model_card(arguments.baseline_model_dir),
-            variant=arguments.variant,
-            threads=arguments.threads,
-            trim_borders=True if arguments.trim_borders else None,
-        )
-        baseline = category_metrics(embed_all(items, {"baseline": baseline_embedder})["baseline"], labels)
+    if "baseline" in embedders:
+        baseline = category_metrics(embeddings["baseline"], labels)
         low, high = paired_ratio_interval(baseline.average_precisions, category.average_precisions)
         result |= {
-            "baseline_model_version": baseline_embedder.model_version,
+            "baseline_model_version": embedders["baseline"].model_version,
             "baseline_map_at_10": round(baseline.map_at_10, 4),
             "map_at_10_ratio": round(category.map_at_10 / baseline.map_at_10, 4),
             "map_at_10_ratio_ci95": [round(low, 4), round(high, 4)],
