@@ -77,9 +77,10 @@ def embed_bytes(embedder: Embedder, blobs: list[bytes], *, chunk: int = 32) -> F
 
 def evaluate_model(
     model_dir: Path, heldout: HeldOutSet, *, variant: str, threads: int, trim: bool = False
-) -> tuple[dict[str, Any], FloatArray]:
-    """The figures of one model folder on the held-out set, and the held-out embeddings. `trim`:
-    trim plain borders even where the card does not say so (the base model, measured trimmed)."""
+) -> tuple[dict[str, Any], FloatArray, npt.NDArray[np.float64]]:
+    """The figures of one model folder on the held-out set, the held-out embeddings and each
+    category query's AP@10 (for paired comparisons of two models). `trim`: trim plain borders
+    even where the card does not say so (the base model, measured trimmed)."""
     embedder = Embedder(
         load_model_card(model_dir), variant=variant, threads=threads, trim_borders=True if trim else None
     )
@@ -109,7 +110,7 @@ def evaluate_model(
         "neardup_queries": len(near.ranks),
         "neardup_recall_at_1_per_edit": per_edit,
     }
-    return figures, database
+    return figures, database, category.average_precisions
 
 
 def int8_agreement(

@@ -34,7 +34,7 @@ from lookalike_tuning.datasets import (
     read_pairs_csv,
     split_by_product,
 )
-from lookalike_tuning.evaluate import MeasurementError, category_metrics, paired_ratio_interval
+from lookalike_tuning.evaluate import MeasurementError, paired_ratio_interval
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
@@ -276,8 +276,9 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         )
         figures = {}
         embeddings = {}
+        average_precisions = {}
         for label, folder in (("base", base_dir), ("tuned", scratch)):
-            figures[label], embeddings[label] = evaluate_model(
+            figures[label], embeddings[label], average_precisions[label] = evaluate_model(
                 folder, heldout, variant="fp32", threads=options.threads, trim=options.trim_borders
             )
         agreement = int8_agreement(scratch, split.test, options.threads, seed=options.training.seed)
@@ -289,7 +290,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             **agreement,
         }
         if agreement["cosine_to_fp32_mean"] < MIN_INT8_COSINE_MEAN:
-            figures["tuned_int8"], _ = evaluate_model(
+            figures["tuned_int8"], _, _ = evaluate_model(
                 scratch, heldout, variant="int8", threads=options.threads, trim=options.trim_borders
             )
             kept = int8_keeps_retrieval(figures["tuned"], figures["tuned_int8"])
@@ -359,12 +360,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         except MeasurementError as error:
             log(f"match levels not calibrated: {error}")
         reasons = verdict(figures["base"], figures["tuned"], options.min_map_gain)
-        labels = [image.category for image in split.test]
-        base_ap, tuned_ap = (
-            category_metrics(embeddings[label], labels, skip_unanswerable=True).average_precisions
-            for label in ("base", "tuned")
-        )
-        ratio_low, ratio_high = paired_ratio_interval(base_ap, tuned_ap)
+        ratio_low, ratio_high = paired_ratio_interval(average_precisions["base"], average_precisions["tuned"])
         summary: dict[str, Any] = {
             "model_version": version,
             "out_dir": str(options.out_dir),
@@ -394,4 +390,5 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    labels = [image.category for image in split.test]
     return TuneOutcome(summary, embeddings["base"], embeddings["tuned"], labels)
