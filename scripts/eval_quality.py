@@ -58,7 +58,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from lookalike.images import decode_image
-from lookalike.model.card import ResizeMode, load_model_card
+from lookalike.model.card import ModelCardError, ResizeMode, load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_tuning.datasets import DatasetError, read_labelled_folder
 from lookalike_tuning.edits import edits
@@ -242,9 +242,13 @@ def evaluate_dataset(arguments: argparse.Namespace) -> int:
             trim_borders=True if arguments.trim_borders else None,
         )
 
-    embedders = {"model": embedder_of(arguments.model_dir)}
-    if arguments.baseline_model_dir is not None:
-        embedders["baseline"] = embedder_of(arguments.baseline_model_dir)
+    try:
+        embedders = {"model": embedder_of(arguments.model_dir)}
+        if arguments.baseline_model_dir is not None:
+            embedders["baseline"] = embedder_of(arguments.baseline_model_dir)
+    except ModelCardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     items = [Item(image.key, image.category, image.path.read_bytes) for image in dataset.images]
     embeddings = embed_all(items, embedders)  # each image decoded once for both models
     labels = [item.label for item in items]

@@ -103,3 +103,13 @@ def test_dataset_mode_refuses_a_single_image_class(tmp_path: Path) -> None:
     code, _, stderr = run_script(SCRIPT, "--dataset", folder, timeout=240)
     assert code == 2
     assert "collectibles (1)" in stderr
+
+
+def test_dataset_mode_refuses_a_missing_model_folder_with_a_message(tmp_path: Path) -> None:
+    folder = labelled_folder(tmp_path / "data", skip={"collectibles"})
+    for option in ("--model-dir", "--baseline-model-dir"):
+        code, result, stderr = run_script(SCRIPT, "--dataset", folder, option, tmp_path / "nope", timeout=240)
+        assert code == 2
+        assert result == {}
+        assert "cannot read the model card" in stderr
+        assert "Traceback" not in stderr
