@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv lint format test test-unit test-integration demo screenshots clean export-model embed openapi bench-query bench-embed bench-ingest bench-scale bench-ingest-scaling eval-data eval-quality tune-data tune
+.PHONY: help venv lint format test test-unit test-integration demo screenshots clean export-env export-model test-export embed openapi bench-query bench-embed bench-ingest bench-scale bench-ingest-scaling eval-data eval-quality tune-data tune
 
 help:
 	@echo "make demo    run the local stack (ingest sample products, serve the API and the search page)"
@@ -118,12 +118,19 @@ embed: $(STAMP)
 	$(BIN)/python scripts/embed.py $(ARGS)
 
 # Build-time only: torch lives in its own environment and never in the runtime one.
-export-model:
+# The build-time environment (torch, Python 3.11): the model export and `tune.py --unfreeze-blocks`.
+export-env:
 	@test -x .venv-export/bin/python || $$HOME/.pyenv/versions/3.11.7/bin/python3.11 -m venv .venv-export
 	.venv-export/bin/python -m pip install --quiet -r requirements-export.txt
+
+export-model: export-env
 	.venv-export/bin/python scripts/export_model.py
-	# ONNX vs PyTorch parity: only this environment has torch (the main suite skips it, saying so).
-	.venv-export/bin/python -m pytest --noconftest -q tests/integration/test_model_parity.py
+	$(MAKE) test-export
+
+# The tests that need torch (ONNX vs PyTorch parity, the unfreeze trainer): only the export
+# environment has it, so the main suite skips them, saying so.
+test-export: export-env
+	.venv-export/bin/python -m pytest --noconftest -q tests/integration/test_model_parity.py tests/unit/test_unfreeze_trainer.py
 
 clean:
 	rm -rf .data .aws-sam build test-output .pytest_cache .mypy_cache .ruff_cache

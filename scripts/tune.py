@@ -46,6 +46,7 @@ from lookalike_tuning.sources import (
     materialise_stamps,
     package_dir,
 )
+from lookalike_tuning.unfreeze import DEFAULT_BACKBONE_LEARNING_RATE, UnfreezeError, UnfreezeSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / ".data"
@@ -100,6 +101,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="> 0: concatenate the base model's PCA view with this cosine weight (doubles --dim)",
     )
+    parser.add_argument(
+        "--base-part",
+        choices=("pca", "full"),
+        default="pca",
+        help="with --base-weight: the base model's PCA view (D doubles) or its whole embedding (D + 1280)",
+    )
+    parser.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        default=0,
+        help="also train the backbone's last N blocks with a linear head (torch, in the export "
+        "environment: make export-env)",
+    )
+    parser.add_argument("--backbone-learning-rate", type=float, default=DEFAULT_BACKBONE_LEARNING_RATE)
     parser.add_argument("--base-model-dir", type=Path, help="default: layers/model/model")
     parser.add_argument(
         "--extra-train",
@@ -216,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             trim_borders=arguments.trim_borders,
             min_map_gain=arguments.min_map_gain,
             base_weight=arguments.base_weight,
+            base_part=arguments.base_part,
+            unfreeze=UnfreezeSettings(arguments.unfreeze_blocks, arguments.backbone_learning_rate)
+            if arguments.unfreeze_blocks
+            else None,
             force=arguments.force,
             base_model_dir=arguments.base_model_dir,
             extra_train_dir=arguments.extra_train,
@@ -234,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         outcome = tune(options)
-    except (DatasetError, MeasurementError, ModelCardError, FileExistsError) as error:
+    except (DatasetError, MeasurementError, ModelCardError, FileExistsError, UnfreezeError) as error:
         print(f"error: {error}", file=sys.stderr)
         print(json.dumps({"error": str(error)}), flush=True)
         return EXIT_BAD_INPUT

@@ -12,6 +12,7 @@ nodes stay float.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,24 +24,37 @@ from lookalike_tuning.train import Head
 
 EMBEDDING = "embedding"
 BACKBONE_OUTPUT = "backbone_embedding"
+# The frozen base embedding beside the tuned one in an unfrozen backbone (scripts/unfreeze_backbone.py).
+BASE_EMBEDDING = "base_embedding"
+BasePart = Literal["pca", "full"]
 # Every node of the head is named with this prefix: the int8 variant keeps them in float (below).
 HEAD_NODE_PREFIX = "tuned_head/"
+# ... and so is every node of an unfrozen backbone that only the tuned embedding depends on (the
+# trained blocks): their centred, head-projected output loses its precision in 8 bits as the head does.
+TUNED_BLOCKS_PREFIX = "tuned_blocks/"
 
 
 def _l2_normalise_node(source: str, target: str) -> onnx.NodeProto:
     return helper.make_node("LpNormalization", [source], [target], axis=1, p=2)
 
 
-def output_dimension(head: Head, base_weight: float) -> int:
-    return head.output_dim * (2 if base_weight > 0 else 1)
+def output_dimension(head: Head, base_weight: float, base_part: BasePart = "pca") -> int:
+    if base_weight <= 0:
+        return head.output_dim
+    return head.output_dim + (head.output_dim if base_part == "pca" else head.input_dim)
 
 
-def compose(base_fp32: Path, head: Head, out_path: Path, *, base_weight: float = 0.0) -> None:
+def compose(
+    base_fp32: Path, head: Head, out_path: Path, *, base_weight: float = 0.0, base_part: BasePart = "pca"
+) -> None:
     """Write backbone + head as one fp32 ONNX file with the single output `embedding` [N, D].
 
-    base_weight > 0 concatenates the head's fixed PCA projection of the base embedding (the
-    base model's view, which keeps near-duplicates apart) to the head's output, both unit length,
-    weighted so that cosine = base_weight * cos(PCA part) + (1 - base_weight) * cos(head): D doubles.
+    base_weight > 0 concatenates the base model's view (which keeps near-duplicates apart) to the
+    head's output, both unit length, weighted so that cosine = base_weight * cos(base part) +
+    (1 - base_weight) * cos(head). The base part is the head's fixed PCA projection of the base
+    embedding (base_part "pca": D doubles) or the whole unit base embedding ("full": D grows by
+    the backbone's dimension). A backbone graph with a `base_embedding` output (an unfrozen one,
+    lookalike_tuning.unfreeze) gives the base part from that frozen output.
     """
     model = onnx.load(str(base_fp32))
     graph = model.graph
@@ -53,6 +67,9 @@ def compose(base_fp32: Path, head: Head, out_path: Path, *, base_weight: float =
         for index, name in enumerate(node.input):
             if name == EMBEDDING:
                 node.input[index] = BACKBONE_OUTPUT
+    frozen_output = any(BASE_EMBEDDING in node.output for node in graph.node)
+    if frozen_output:
+        _mark_tuned_blocks(graph)
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_param or "N"
     del graph.output[:]
 
@@ -79,18 +96,32 @@ def compose(base_fp32: Path, head: Head, out_path: Path, *, base_weight: float =
     nodes.append(helper.make_node("Add", [summed, "head_bias"], ["head_output"]))
     if base_weight > 0:
         initialisers += [
-            weight("base_part_P", head.pca_projection),
-            weight("base_part_offset", head.pca_offset),
             weight("base_part_cosine_weight", np.array(np.sqrt(base_weight))),
             weight("head_part_cosine_weight", np.array(np.sqrt(1 - base_weight))),
         ]
         nodes += [
             _l2_normalise_node("head_output", "head_unit"),
             helper.make_node("Mul", ["head_unit", "head_part_cosine_weight"], ["head_part"]),
-            helper.make_node("MatMul", ["head_input", "base_part_P"], ["base_part_projected"]),
-            helper.make_node("Add", ["base_part_projected", "base_part_offset"], ["base_part_centred"]),
-            _l2_normalise_node("base_part_centred", "base_part_unit"),
-            helper.make_node("Mul", ["base_part_unit", "base_part_cosine_weight"], ["base_part"]),
+        ]
+        base_input = "head_input"
+        if frozen_output:
+            base_input = "base_part_input"
+            nodes.append(_l2_normalise_node(BASE_EMBEDDING, base_input))
+        if base_part == "pca":
+            initialisers += [
+                weight("base_part_P", head.pca_projection),
+                weight("base_part_offset", head.pca_offset),
+            ]
+            nodes += [
+                helper.make_node("MatMul", [base_input, "base_part_P"], ["base_part_projected"]),
+                helper.make_node("Add", ["base_part_projected", "base_part_offset"], ["base_part_centred"]),
+                _l2_normalise_node("base_part_centred", "base_part_unit"),
+            ]
+            base_unit = "base_part_unit"
+        else:
+            base_unit = base_input
+        nodes += [
+            helper.make_node("Mul", [base_unit, "base_part_cosine_weight"], ["base_part"]),
             helper.make_node("Concat", ["base_part", "head_part"], [EMBEDDING], axis=1),
         ]
     else:
@@ -101,12 +132,30 @@ def compose(base_fp32: Path, head: Head, out_path: Path, *, base_weight: float =
     graph.initializer.extend(initialisers)
     graph.output.append(
         helper.make_tensor_value_info(
-            EMBEDDING, TensorProto.FLOAT, [batch_dim, output_dimension(head, base_weight)]
+            EMBEDDING, TensorProto.FLOAT, [batch_dim, output_dimension(head, base_weight, base_part)]
         )
     )
     _prune_unused(graph)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(out_path))
+
+
+def _upstream(graph: onnx.GraphProto, output: str) -> set[int]:
+    """Indices of the nodes that `output` depends on."""
+    producer = {name: index for index, node in enumerate(graph.node) for name in node.output}
+    found: set[int] = set()
+    pending = [output]
+    while pending:
+        index = producer.get(pending.pop())
+        if index is not None and index not in found:
+            found.add(index)
+            pending.extend(graph.node[index].input)
+    return found
+
+
+def _mark_tuned_blocks(graph: onnx.GraphProto) -> None:
+    for index in _upstream(graph, BACKBONE_OUTPUT) - _upstream(graph, BASE_EMBEDDING):
+        graph.node[index].name = f"{TUNED_BLOCKS_PREFIX}{graph.node[index].name}"
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:
@@ -134,11 +183,11 @@ def quantize_tuned_int8(
     """The base model's int8 recipe (lookalike_tuning.quantize) on the composed graph. The head
     stays float: it is a few small MatMuls next to the backbone's convolutions, and its centred
     projections lose their precision in 8 bits (int8 vs fp32 cosine collapses when they are
-    quantised: docs/TUNING.md)."""
+    quantised: docs/TUNING.md), and so do an unfrozen backbone's trained blocks."""
     quantize_int8(
         fp32_path,
         int8_path,
         input_name,
         list(views),
-        keep_float=lambda name: name.startswith(HEAD_NODE_PREFIX),
+        keep_float=lambda name: name.startswith((HEAD_NODE_PREFIX, TUNED_BLOCKS_PREFIX)),
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -131,6 +132,16 @@ class Split:
     test: list[LabelledImage]
     holdout_classes: tuple[str, ...]  # categories held out entirely (empty: split by product)
     unmeasured: int = 0  # held-out images left out of the measurement (measure_per_class)
+
+
+def label_indices(images: list[LabelledImage]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Each image's category and product as indices into the sorted names (the training labels)."""
+    categories = {name: index for index, name in enumerate(sorted({i.category for i in images}))}
+    products = {name: index for index, name in enumerate(sorted({i.product for i in images}))}
+    return (
+        np.array([categories[i.category] for i in images], dtype=np.int64),
+        np.array([products[i.product] for i in images], dtype=np.int64),
+    )
 
 
 def split_by_product(

@@ -24,12 +24,13 @@ import numpy as np
 
 from lookalike_tuning.augment import random_view
 from lookalike_tuning.calibrate import CalibrationOptions
-from lookalike_tuning.compose import compose, output_dimension, quantize_tuned_int8
+from lookalike_tuning.compose import BasePart, compose, output_dimension, quantize_tuned_int8
 from lookalike_tuning.datasets import (
     Dataset,
     LabelledImage,
     Pair,
     Split,
+    label_indices,
     read_labelled_folder,
     read_pairs_csv,
     split_by_product,
@@ -47,6 +48,7 @@ from lookalike_tuning.production import (
     decode_full,
     load_model_card,
 )
+from lookalike_tuning.unfreeze import UnfreezeSettings, check_supported, train_unfrozen
 
 # The base model's int8 gate (scripts/export_model.py). A tuned model's head spreads a catalogue
 # of look-alike packshots over its whole output space, so its int8/fp32 cosine can fall below the
@@ -84,13 +86,16 @@ class TuneOptions:
     cache_dir: Path | None = None
     trim_borders: bool = False
     min_map_gain: float = 0.0
-    base_weight: float = 0.0  # > 0: concatenate the fixed PCA part (compose.compose)
+    base_weight: float = 0.0  # > 0: concatenate the base part (compose.compose)
+    base_part: BasePart = "pca"
     force: bool = False
     base_model_dir: Path | None = None
     # Another labelled folder added to the training part only (never held out, never measured):
     # more of the same kind of pictures when the catalogue is small. Its classes stay its own.
     extra_train_dir: Path | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # Train the last backbone blocks with a linear head (torch, in the export environment).
+    unfreeze: UnfreezeSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +111,7 @@ def log(line: str) -> None:
 
 
 def training_data(split: Split, features: np.ndarray[Any, Any], pairs: list[Pair]) -> TrainingData:
-    categories = {name: index for index, name in enumerate(sorted({i.category for i in split.train}))}
-    products = {name: index for index, name in enumerate(sorted({i.product for i in split.train}))}
+    categories, products = label_indices(split.train)
     first: list[int] = []
     second: list[int] = []
     similar: list[bool] = []
@@ -120,8 +124,8 @@ def training_data(split: Split, features: np.ndarray[Any, Any], pairs: list[Pair
         similar = [pair.similar for pair in kept]
     return TrainingData(
         features=features,
-        categories=np.array([categories[i.category] for i in split.train], dtype=np.int64),
-        products=np.array([products[i.product] for i in split.train], dtype=np.int64),
+        categories=categories,
+        products=products,
         pair_first=np.array(first, dtype=np.int64),
         pair_second=np.array(second, dtype=np.int64),
         pair_similar=np.array(similar, dtype=bool),
@@ -232,28 +236,45 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     base_embedder = Embedder(
         base_card, variant="fp32", threads=options.threads, trim_borders=options.trim_borders or None
     )
-    features = compute_features(
-        split.train,
-        base_embedder,
-        views=options.views,
-        seed=options.training.seed,
-        cache_dir=options.cache_dir,
-    )
-    feature_seconds = now() - started
-    data = training_data(split, features, pairs)
-    result: TrainingResult = fit(data, options.training)
-    log(
-        f"trained {result.steps} steps in {result.seconds:.1f} s, "
-        f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
-    )
-
+    if options.unfreeze is not None:
+        check_supported(options.unfreeze, options.training, base_card.model_version, pairs=bool(pairs))
     options.out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{options.out_dir.name}.partial-", dir=options.out_dir.parent))
     try:
+        backbone = base_card.variant("fp32").path
+        if options.unfreeze is None:
+            features = compute_features(
+                split.train,
+                base_embedder,
+                views=options.views,
+                seed=options.training.seed,
+                cache_dir=options.cache_dir,
+            )
+            feature_seconds = now() - started
+            result: TrainingResult = fit(training_data(split, features, pairs), options.training)
+        else:
+            feature_seconds = 0.0  # the trainer computes its own, counted in its time
+            backbone, result = train_unfrozen(
+                split.train,
+                base_embedder,
+                options.training,
+                options.unfreeze,
+                views=options.views,
+                work=scratch,
+                threads=options.threads,
+            )
+        log(
+            f"trained {result.steps} steps in {result.seconds:.1f} s, "
+            f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
+        )
         fp32_path = scratch / f"{options.name}_fp32.onnx"
         int8_path = scratch / f"{options.name}_int8.onnx"
-        compose(base_card.variant("fp32").path, result.head, fp32_path, base_weight=options.base_weight)
-        dimension = output_dimension(result.head, options.base_weight)
+        compose(
+            backbone, result.head, fp32_path, base_weight=options.base_weight, base_part=options.base_part
+        )
+        if backbone.parent == scratch:
+            backbone.unlink()
+        dimension = output_dimension(result.head, options.base_weight, options.base_part)
         calibration = calibration_batch(
             split.train, base_embedder, options.calibration_views, options.training.seed
         )
@@ -333,6 +354,15 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 "loss": "SupCon(category)*category_weight + SupCon(product/instance views)*instance_weight"
                 + (" + pair contrastive*pair_weight" if options.pairs_csv else ""),
                 "head": "z = x P + c + relu(x W1 + b1) W2 + b2, y = z/|z| (x: base embedding, L2-normalised)",
+                "unfrozen_backbone": None
+                if options.unfreeze is None
+                else {
+                    "blocks": options.unfreeze.blocks,
+                    "backbone_learning_rate": options.unfreeze.backbone_learning_rate,
+                    "trainer": "scripts/unfreeze_backbone.py (torch, build-time)",
+                    "x": "the embedding of the tuned blocks",
+                },
+                "base_part": options.base_part if options.base_weight > 0 else None,
                 "views_per_image": options.views,
                 "base_weight": options.base_weight,
                 "trim_borders": options.trim_borders,

@@ -48,6 +48,10 @@ class Head:
         return int(self.W1.shape[1])
 
     @property
+    def input_dim(self) -> int:
+        return int(self.P.shape[0])
+
+    @property
     def output_dim(self) -> int:
         return int(self.P.shape[1])
 
@@ -92,15 +96,20 @@ def forward(head: Head, x: Array) -> Forward:
     return Forward(x, pre_relu, hidden, norm, z / norm)
 
 
-def head_output(head: Head, x: npt.NDArray[np.float32], base_weight: float = 0.0) -> npt.NDArray[np.float32]:
+def head_output(
+    head: Head, x: npt.NDArray[np.float32], base_weight: float = 0.0, base_part: str = "pca"
+) -> npt.NDArray[np.float32]:
     """What the composed ONNX graph computes from the base embedding x (compose.compose): the head's
-    unit output, or with base_weight > 0 its weighted concatenation with the fixed PCA part."""
+    unit output, or with base_weight > 0 its weighted concatenation with the fixed PCA part or
+    (base_part "full") the unit base embedding itself."""
     y = forward(head, x.astype(np.float64)).y
     if base_weight <= 0:
         return y.astype(np.float32)
-    pca = x.astype(np.float64) @ head.pca_projection + head.pca_offset
-    pca /= np.linalg.norm(pca, axis=1, keepdims=True)
-    return np.concatenate([np.sqrt(base_weight) * pca, np.sqrt(1 - base_weight) * y], axis=1).astype(
+    base = x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+    if base_part == "pca":
+        base = base @ head.pca_projection + head.pca_offset
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+    return np.concatenate([np.sqrt(base_weight) * base, np.sqrt(1 - base_weight) * y], axis=1).astype(
         np.float32
     )
 

@@ -4,6 +4,7 @@ labelled folder they read (shared by the script tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +13,18 @@ from typing import Any
 from lookalike_local.catalogue import catalogue
 
 
-def run_script(script: Path, *arguments: str | Path, timeout: int) -> tuple[int, dict[str, Any], str]:
-    """The script in a fresh interpreter: its exit status, its last stdout line as JSON (the
-    scripts' summary; {} when it printed nothing) and its stderr."""
+def run_script(
+    script: Path, *arguments: str | Path, timeout: int, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
+    """The script in a fresh interpreter (with `env` added to the environment): its exit status,
+    its last stdout line as JSON (the scripts' summary; {} when it printed nothing) and its stderr."""
     completed = subprocess.run(
         [sys.executable, str(script), *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=None if env is None else os.environ | env,
     )
     lines = completed.stdout.strip().splitlines()
     return completed.returncode, json.loads(lines[-1]) if lines else {}, completed.stderr

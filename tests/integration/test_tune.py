@@ -23,7 +23,7 @@ from lookalike.model.card import load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_local.catalogue import catalogue
 from lookalike_tuning.calibrate import MIN_HALF_PRODUCTS
-from lookalike_tuning.compose import compose
+from lookalike_tuning.compose import BasePart, compose
 from lookalike_tuning.datasets import read_labelled_folder, split_by_product
 from lookalike_tuning.fit import TrainingConfig
 from lookalike_tuning.train import head_output, init_head
@@ -200,8 +200,10 @@ def test_an_existing_output_folder_is_never_overwritten(catalogue_folder: Path, 
     assert (out / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("base_weight", [0.0, 0.4])
-def test_the_composed_graph_computes_what_the_numpy_head_computes(tmp_path: Path, base_weight: float) -> None:
+@pytest.mark.parametrize(("base_weight", "base_part"), [(0.0, "pca"), (0.4, "pca"), (0.4, "full")])
+def test_the_composed_graph_computes_what_the_numpy_head_computes(
+    tmp_path: Path, base_weight: float, base_part: BasePart
+) -> None:
     """The ONNX head (MatMul/Add/Relu/LpNormalization, optional Concat) equals the trained
     NumPy head applied to the base model's embedding, on real photos."""
     base_card = load_model_card(REPO_ROOT / "layers" / "model" / "model")
@@ -211,12 +213,12 @@ def test_the_composed_graph_computes_what_the_numpy_head_computes(tmp_path: Path
     head = init_head(base.astype(np.float64), output_dim=6, hidden=16, rng=rng)
     head.W2 += rng.normal(0, 0.05, head.W2.shape)  # a head that is not the identity-like start
     path = tmp_path / "head_fp32.onnx"
-    compose(base_card.variant("fp32").path, head, path, base_weight=base_weight)
+    compose(base_card.variant("fp32").path, head, path, base_weight=base_weight, base_part=base_part)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == ["embedding"]
     composed = session.run(None, {"input": Embedder(base_card, variant="fp32").preprocess(photos)})[0]
-    expected = head_output(head, base, base_weight)
-    assert composed.shape == (8, 12 if base_weight else 6)
+    expected = head_output(head, base, base_weight, base_part)
+    assert composed.shape == (8, {"pca": 12, "full": 6 + 1280}[base_part] if base_weight else 6)
     np.testing.assert_allclose(composed, expected, atol=2e-4)
 
 

@@ -1,0 +1,101 @@
+"""scripts/tune.py --unfreeze-blocks: the last backbone blocks trained in the export environment.
+
+Without that environment (torch is build-time only) the option is a clear exit 2 that writes
+nothing, which runs everywhere. The whole path (views -> torch trainer -> composed graph -> int8 ->
+held-out figures -> card) needs `.venv-export` (make export-env) and skips elsewhere, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from script_runs import run_script, sample_labelled_folder
+
+from lookalike.images import decode_image
+from lookalike.model.card import load_model_card
+from lookalike.model.embedder import Embedder
+from lookalike_local.catalogue import catalogue
+from lookalike_tuning.unfreeze import DEFAULT_EXPORT_PYTHON, EXPORT_PYTHON_VARIABLE
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TUNE = REPO_ROOT / "scripts" / "tune.py"
+FAST = [
+    "--dim", "16", "--hidden", "0", "--epochs", "1", "--batch-size", "16", "--views", "2",
+    "--neardup-originals", "2", "--calibration-views", "4", "--test-fraction", "0.3", "--threads", "2",
+]  # fmt: skip
+EXPORT_PYTHON = Path(os.environ.get(EXPORT_PYTHON_VARIABLE, str(DEFAULT_EXPORT_PYTHON)))
+
+
+@pytest.fixture(scope="module")
+def catalogue_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_labelled_folder(
+        tmp_path_factory.mktemp("catalogue"), skip_categories={"collectibles"}, keep_unreadable=False
+    )
+
+
+def test_without_the_export_environment_it_exits_2_and_writes_nothing(
+    catalogue_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "models" / "unfrozen"
+    code, summary, stderr = run_script(
+        TUNE,
+        *("--dataset", catalogue_folder, "--out", out, "--unfreeze-blocks", "1", *FAST),
+        timeout=120,
+        env={EXPORT_PYTHON_VARIABLE: str(tmp_path / "no-such-python")},
+    )
+    assert code == 2, stderr
+    assert "make export-env" in summary["error"]
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no partial folder left behind
+
+
+def test_a_head_the_trainer_cannot_train_exits_2(catalogue_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "unfrozen"
+    code, summary, _ = run_script(
+        TUNE,
+        *("--dataset", catalogue_folder, "--out", out, "--unfreeze-blocks", "1", *FAST, "--hidden", "32"),
+        timeout=120,
+    )
+    assert code == 2
+    assert "--hidden 0" in summary["error"]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(
+    not EXPORT_PYTHON.is_file(),
+    reason=f"the export environment ({EXPORT_PYTHON}) is not there: make export-env (torch, build-time only)",
+)
+def test_the_unfrozen_model_is_written_loads_and_records_how_it_was_trained(
+    catalogue_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "unfrozen"
+    code, summary, stderr = run_script(
+        TUNE,
+        *("--dataset", catalogue_folder, "--out", out, "--unfreeze-blocks", "1", *FAST),
+        *("--base-weight", "0.3", "--base-part", "full", "--force"),
+        timeout=900,
+    )
+    assert code == 0, stderr
+    assert summary["written"] is True
+    card = load_model_card(out)
+    assert card.embedding_dim == 16 + 1280  # the head and the whole frozen base embedding
+    assert sorted(path.name for path in out.iterdir()) == [
+        "model_card.json",
+        "tuned_fp32.onnx",
+        "tuned_int8.onnx",
+    ]
+    training = card.raw["training"]
+    assert training["unfrozen_backbone"]["blocks"] == 1
+    assert training["base_part"] == "full"
+    photos = [decode_image(obj.body(), max_bytes=10**8, max_pixels=10**8).image for obj in catalogue()[:4]]
+    base = Embedder(load_model_card(REPO_ROOT / "layers" / "model" / "model"), variant="fp32").embed(photos)
+    tuned = Embedder(card, variant="fp32").embed(photos).vectors
+    # The base part is the frozen model's own embedding, weighted by sqrt(0.3): the tuned blocks
+    # never touch it.
+    np.testing.assert_allclose(tuned[:, :1280], np.sqrt(0.3) * base.vectors, atol=1e-4)
+    assert np.abs(tuned[:, 1280:]).sum() > 0

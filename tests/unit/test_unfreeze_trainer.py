@@ -1,0 +1,63 @@
+"""The torch trainer of scripts/unfreeze_backbone.py against the head-only trainer's definitions.
+
+Needs torch, which lives only in the export environment: elsewhere the module skips. Run it there
+with `make test-export` (--noconftest: the suite's conftest needs the runtime environment).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+SKIP_REASON = "torch is not installed: the unfreeze trainer is checked only in the export environment"
+torch = pytest.importorskip("torch", reason=SKIP_REASON)
+pytest.importorskip("efficientnet_lite_pytorch", reason=SKIP_REASON)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO_ROOT / "local"), str(REPO_ROOT / "scripts")]
+
+from lookalike_tuning.train import supcon_loss  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def trainer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "unfreeze_backbone", REPO_ROOT / "scripts" / "unfreeze_backbone.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_supcon_and_its_gradient_match_the_numpy_trainer(trainer: ModuleType, temperature: float) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(10, 6))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    labels = np.array([0, 0, 1, 1, 1, 2, 3, 3, 0, 4])  # label 2 and 4: anchors without a positive
+    expected_loss, expected_grad = supcon_loss(y, labels[:, None] == labels[None, :], temperature)
+    tensor = torch.tensor(y, requires_grad=True)
+    loss = trainer.supcon(tensor, torch.tensor(labels), temperature)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(expected_loss, rel=1e-9)
+    np.testing.assert_allclose(tensor.grad.numpy(), expected_grad, atol=1e-9)
+
+
+def test_trunk_then_tail_is_the_base_network(trainer: ModuleType) -> None:
+    """Split at any block count, the two parts compute the exported base model's embedding."""
+    network = trainer.load_network(trainer.weights_file())
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, size=(2, 3, 224, 224)).astype(np.float32))
+    with torch.no_grad():
+        expected = network.extract_features(x).mean(dim=(2, 3))
+        for blocks in (1, 2, 4):
+            pooled = trainer.Tail(network, blocks)(trainer.Trunk(network, blocks)(x))
+            torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
