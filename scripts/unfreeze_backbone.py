@@ -177,7 +177,7 @@ def train(
             loss.backward()
             optimiser.step()
             steps += 1
-            epoch_losses.append(float(loss))
+            epoch_losses.append(float(loss.detach()))
         losses.extend(epoch_losses)
         print(f"epoch {epoch}: loss {np.mean(epoch_losses):.3f}", file=sys.stderr, flush=True)
     return {

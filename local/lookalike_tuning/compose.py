@@ -29,9 +29,6 @@ BASE_EMBEDDING = "base_embedding"
 BasePart = Literal["pca", "full"]
 # Every node of the head is named with this prefix: the int8 variant keeps them in float (below).
 HEAD_NODE_PREFIX = "tuned_head/"
-# ... and so is every node of an unfrozen backbone that only the tuned embedding depends on (the
-# trained blocks): their centred, head-projected output loses its precision in 8 bits as the head does.
-TUNED_BLOCKS_PREFIX = "tuned_blocks/"
 
 
 def _l2_normalise_node(source: str, target: str) -> onnx.NodeProto:
@@ -68,8 +65,6 @@ def compose(
             if name == EMBEDDING:
                 node.input[index] = BACKBONE_OUTPUT
     frozen_output = any(BASE_EMBEDDING in node.output for node in graph.node)
-    if frozen_output:
-        _mark_tuned_blocks(graph)
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_param or "N"
     del graph.output[:]
 
@@ -140,24 +135,6 @@ def compose(
     onnx.save(model, str(out_path))
 
 
-def _upstream(graph: onnx.GraphProto, output: str) -> set[int]:
-    """Indices of the nodes that `output` depends on."""
-    producer = {name: index for index, node in enumerate(graph.node) for name in node.output}
-    found: set[int] = set()
-    pending = [output]
-    while pending:
-        index = producer.get(pending.pop())
-        if index is not None and index not in found:
-            found.add(index)
-            pending.extend(graph.node[index].input)
-    return found
-
-
-def _mark_tuned_blocks(graph: onnx.GraphProto) -> None:
-    for index in _upstream(graph, BACKBONE_OUTPUT) - _upstream(graph, BASE_EMBEDDING):
-        graph.node[index].name = f"{TUNED_BLOCKS_PREFIX}{graph.node[index].name}"
-
-
 def _prune_unused(graph: onnx.GraphProto) -> None:
     """Drop nodes whose outputs nothing reads (the classifier), initialisers no node uses and
     the recorded intermediate shapes."""
@@ -183,11 +160,11 @@ def quantize_tuned_int8(
     """The base model's int8 recipe (lookalike_tuning.quantize) on the composed graph. The head
     stays float: it is a few small MatMuls next to the backbone's convolutions, and its centred
     projections lose their precision in 8 bits (int8 vs fp32 cosine collapses when they are
-    quantised: docs/TUNING.md), and so do an unfrozen backbone's trained blocks."""
+    quantised: docs/TUNING.md)."""
     quantize_int8(
         fp32_path,
         int8_path,
         input_name,
         list(views),
-        keep_float=lambda name: name.startswith((HEAD_NODE_PREFIX, TUNED_BLOCKS_PREFIX)),
+        keep_float=lambda name: name.startswith(HEAD_NODE_PREFIX),
     )

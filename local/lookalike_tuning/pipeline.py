@@ -250,10 +250,10 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 seed=options.training.seed,
                 cache_dir=options.cache_dir,
             )
-            feature_seconds = now() - started
+            feature_seconds: float | None = now() - started
             result: TrainingResult = fit(training_data(split, features, pairs), options.training)
         else:
-            feature_seconds = 0.0  # the trainer computes its own, counted in its time
+            feature_seconds = None  # the trainer computes its own, within train_seconds
             backbone, result = train_unfrozen(
                 split.train,
                 base_embedder,
@@ -408,7 +408,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             }
             or None,
             "default_variant": card["default_variant"],
-            "feature_seconds": round(feature_seconds, 1),
+            "feature_seconds": None if feature_seconds is None else round(feature_seconds, 1),
             "train_seconds": round(result.seconds, 1),
             "seconds": round(now() - started, 1),
             "written": not reasons or options.force,

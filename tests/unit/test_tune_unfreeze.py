@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from lookalike_tuning.compose import TUNED_BLOCKS_PREFIX, compose, output_dimension
+from lookalike_tuning.compose import compose, output_dimension
 from lookalike_tuning.datasets import LabelledImage
 from lookalike_tuning.fit import TrainingConfig
 from lookalike_tuning.production import BASE_MODEL_DIR, Embedder, load_model_card
@@ -161,16 +161,3 @@ def test_the_trainer_gets_exactly_the_model_inputs_before_the_mean_and_std_step(
     clean = embedder.preprocess([Image.open(images[1].path).convert("RGB")])[0]
     np.testing.assert_allclose((views[1, 0].astype(np.float32) - 127.0) / 128.0, clean, atol=1e-6)
     assert not np.array_equal(views[1, 1], views[1, 0])  # an augmented view
-
-
-def test_only_the_nodes_of_the_tuned_embedding_are_marked_to_stay_float(
-    tmp_path: Path, weights: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    tuned, frozen, x = weights
-    head = init_head(unit(x @ frozen), OUTPUT_DIM, 0, np.random.default_rng(0))
-    backbone, out = tmp_path / "backbone.onnx", tmp_path / "tuned.onnx"
-    two_output_backbone(backbone, tuned, frozen)
-    compose(backbone, head, out, base_weight=0.3, base_part="full")
-    names = {node.output[0]: node.name for node in onnx.load(str(out)).graph.node}
-    assert names["backbone_embedding"].startswith(TUNED_BLOCKS_PREFIX)  # input @ tuned_w
-    assert not names["base_embedding"].startswith(TUNED_BLOCKS_PREFIX)  # input @ frozen_w: quantised
