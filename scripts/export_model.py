@@ -286,6 +286,7 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.x64quantprecision", "1")  # as the runtime's Embedder
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -26,6 +26,12 @@ FloatArray = npt.NDArray[np.float32]
 # and this size bounds the peak memory of one call (docs/BENCHMARKS.md, "Embedding speed").
 MAX_BATCH = 32
 
+# x86 CPUs with AVX2 but without VNNI saturate int16 sums in ONNX Runtime's uint8 x int8 kernels:
+# the int8 variant's vectors drift from fp32's (docs/MODEL.md, "int8 on x86 without VNNI"). This
+# option takes slower kernels that do not saturate there; elsewhere (arm64 Lambda, x86 with
+# VNNI) it changes nothing.
+X64_QUANT_PRECISION = "session.x64quantprecision"
+
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
@@ -70,6 +76,7 @@ class Embedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning threads burn billed CPU between the short inference calls.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry(X64_QUANT_PRECISION, "1")
         return ort.InferenceSession(
             str(self.variant.path), sess_options=options, providers=["CPUExecutionProvider"]
         )
