@@ -237,6 +237,20 @@ def load_network(weights: Path) -> torch.nn.Module:
 def export_fp32(model: torch.nn.Module, path: Path) -> None:
     """torch 2.13 dynamo exporter, opset 18, dynamic batch: a compact (~93 node) graph."""
     example = torch.from_numpy(np.stack(photo_views(("chelsea", "coffee"), 2, seed=0)))
+    export_graph(
+        model,
+        example,
+        path,
+        ["embedding", "logits"],
+        doc_string=f"{MODEL_VERSION}: EfficientNet-Lite0 ImageNet, embedding + logits",
+    )
+
+
+def export_graph(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, output_names: list[str], doc_string: str = ""
+) -> None:
+    """The dynamo export of the base model and of an unfrozen backbone (scripts/unfreeze_backbone.py):
+    input `input`, the batch axis "N", no debug metadata, checked."""
     batch = torch.export.Dim("N", min=1, max=4096)
     with torch.no_grad():
         torch.onnx.export(
@@ -246,7 +260,7 @@ def export_fp32(model: torch.nn.Module, path: Path) -> None:
             dynamo=True,
             opset_version=OPSET,
             input_names=["input"],
-            output_names=["embedding", "logits"],
+            output_names=output_names,
             dynamic_shapes=({0: batch},),
             external_data=False,
             optimize=True,
@@ -258,7 +272,8 @@ def export_fp32(model: torch.nn.Module, path: Path) -> None:
         dim = value.type.tensor_type.shape.dim[0]
         if dim.dim_param or not dim.HasField("dim_value"):
             dim.dim_param = "N"
-    graph.doc_string = f"{MODEL_VERSION}: EfficientNet-Lite0 ImageNet, embedding + logits"
+    if doc_string:
+        graph.doc_string = doc_string
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(path))
 

@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from export_model import EMBEDDING_DIM, OPSET, load_network, strip_debug_metadata, weights_file
+from export_model import EMBEDDING_DIM, export_graph, load_network, weights_file
 
 MEAN = 127.0
 STD = 128.0
@@ -193,32 +192,6 @@ def train(
     }
 
 
-def export(model: torch.nn.Module, example: np.ndarray, path: Path) -> None:
-    """The dynamo exporter as for the base model: opset and batch axis "N" alike."""
-    batch = torch.export.Dim("N", min=1, max=4096)
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            ((torch.from_numpy(example).float() - MEAN) / STD,),
-            str(path),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["embedding", "base_embedding"],
-            dynamic_shapes=({0: batch},),
-            external_data=False,
-            optimize=True,
-        )
-    graph = onnx.load(str(path))
-    strip_debug_metadata(graph)
-    for value in [*graph.graph.input, *graph.graph.output]:
-        dim = value.type.tensor_type.shape.dim[0]
-        if dim.dim_param or not dim.HasField("dim_value"):
-            dim.dim_param = "N"
-    onnx.checker.check_model(graph, full_check=True)
-    onnx.save(graph, str(path))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(arguments.views) as stored:
         views, categories, products = stored["views"], stored["categories"], stored["products"]
     result = train(config, views, categories, products)
-    export(result.pop("model"), views[:2, 0], arguments.backbone)
+    example = (torch.from_numpy(views[:2, 0]).float() - MEAN) / STD
+    export_graph(result.pop("model"), example, arguments.backbone, ["embedding", "base_embedding"])
     arrays = {name: result.pop(name) for name in ("P", "c", "pca_projection", "pca_offset")}
     np.savez(arguments.head, **arrays)
     print(json.dumps(result))
