@@ -31,10 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from export_model import EMBEDDING_DIM, export_graph, load_network, weights_file
+from export_model import EMBEDDING_DIM, MEAN, STD, export_graph, load_network, weights_file
 
-MEAN = 127.0
-STD = 128.0
 TRUNK_CHUNK = 64
 
 

@@ -48,9 +48,12 @@ def cache_key(embedder: Embedder, images: list[LabelledImage], views: int, seed:
     return digest.hexdigest()[:24]
 
 
-def view_images(data: bytes, views: int, rng: np.random.Generator) -> list[Image.Image]:
-    """The photo as ingest decodes it, then random views (the embedder trims them if its
-    preprocessing says so, as it does the photos it is given in production)."""
+def view_images(images: list[LabelledImage], index: int, views: int, seed: int) -> list[Image.Image]:
+    """Image `index`'s photo as ingest decodes it, then random views seeded by (seed, index), so
+    every trainer sees the same views of it (the embedder trims them if its preprocessing says so,
+    as it does the photos it is given in production)."""
+    rng = np.random.default_rng([seed, index])
+    data = images[index].path.read_bytes()
     clean = decode_file_bytes(data)
     full = decode_full(data) if views > 1 else clean
     return [clean] + [random_view(full, rng) for _ in range(views - 1)]
@@ -78,8 +81,7 @@ def compute_features(
     for start in range(0, len(images), CHUNK):
         batch: list[Image.Image] = []
         for index in range(start, min(start + CHUNK, len(images))):
-            rng = np.random.default_rng([seed, index])
-            batch += view_images(images[index].path.read_bytes(), views, rng)
+            batch += view_images(images, index, views, seed)
         vectors = embedder.embed(batch).vectors
         out[start : start + len(batch) // views] = vectors.reshape(-1, views, embedder.dimension)
         done = min(start + CHUNK, len(images))

@@ -84,9 +84,8 @@ def training_views(
     out = np.empty((len(images), views, 3, size, size), dtype=np.uint8)
     mean = np.asarray(preprocessing.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(preprocessing.std, dtype=np.float32)[:, None, None]
-    for index, image in enumerate(images):
-        rng = np.random.default_rng([seed, index])
-        batch = embedder.preprocess(view_images(image.path.read_bytes(), views, rng))
+    for index in range(len(images)):
+        batch = embedder.preprocess(view_images(images, index, views, seed))
         out[index] = np.clip(np.rint(batch * std + mean), 0, 255).astype(np.uint8)
     return out
 
