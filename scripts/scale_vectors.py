@@ -61,7 +61,7 @@ def tune_cache_real(repo_root: Path) -> RealSet:
     from lookalike_tuning.datasets import read_labelled_folder, split_by_product
     from lookalike_tuning.features import compute_features
     from lookalike_tuning.fit import TrainingConfig
-    from lookalike_tuning.pipeline import TuneOptions
+    from lookalike_tuning.options import TuneOptions
     from lookalike_tuning.production import BASE_MODEL_DIR, Embedder, load_model_card
 
     options = TuneOptions(dataset_dir=Path(), out_dir=Path())

@@ -33,7 +33,8 @@ from lookalike_tuning.catalogue_export import export_catalogue
 from lookalike_tuning.datasets import DatasetError
 from lookalike_tuning.evaluate import MeasurementError
 from lookalike_tuning.fit import TrainingConfig
-from lookalike_tuning.pipeline import RefusedError, TuneOptions, tune
+from lookalike_tuning.options import TuneOptions
+from lookalike_tuning.pipeline import RefusedError, tune
 from lookalike_tuning.production import ModelCardError
 from lookalike_tuning.sources import (
     FASHION_PACKAGE,
@@ -52,6 +53,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / ".data"
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
+
+
+def base_weight_argument(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        weight = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or 'auto', got {value!r}") from None
+    if not 0 <= weight < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) or 'auto', got {value}")
+    return weight
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -97,9 +110,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="write the model even when it is worse")
     parser.add_argument(
         "--base-weight",
-        type=float,
+        type=base_weight_argument,
         default=0.0,
-        help="> 0: concatenate the base model's PCA view with this cosine weight (doubles --dim)",
+        help="> 0: concatenate the base model's view (--base-part) with this cosine weight; 'auto': "
+        "choose it on a development part of the training images (trains twice)",
     )
     parser.add_argument(
         "--base-part",
@@ -149,8 +163,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--dataset needs --out MODEL_DIR")
     if arguments.fetch is not None and arguments.data_out is None:
         parser.error("--fetch needs --data-out DIR")
-    if not 0 <= arguments.base_weight < 1:
-        parser.error("--base-weight must be in [0, 1)")
     return arguments
 
 

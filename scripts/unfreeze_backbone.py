@@ -10,7 +10,8 @@ what that script needs: torch and the packaged EfficientNet-Lite0 weights, in th
 environment (Python 3.11, requirements-export.txt), never in a Lambda layer.
 
 - The network up to the last K blocks stays frozen: its output for every training view is
-  computed once. The last K blocks, the 1x1 head convolution and its batch norm are trained
+  computed once, by ONNX Runtime on that trunk's own export (several times faster than torch on
+  the CPU: docs/TUNING.md). The last K blocks, the 1x1 head convolution and its batch norm are trained
   (batch norms keep their ImageNet statistics: eval mode), with a linear head z = x P + c on the
   L2-normalised pooled features, P started from their principal directions, y = z / |z|.
 - Loss: SupCon over categories + instance_weight * SupCon over products (two random views of
@@ -26,12 +27,13 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from export_model import EMBEDDING_DIM, MEAN, STD, export_graph, load_network, weights_file
+from export_model import EMBEDDING_DIM, MEAN, STD, export_graph, load_network, session, weights_file
 
 TRUNK_CHUNK = 64
 
@@ -96,16 +98,23 @@ def supcon(y: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.T
     return per_anchor.mean()
 
 
-def trunk_features(trunk: Trunk, views: np.ndarray) -> torch.Tensor:
+def trunk_features(trunk: Trunk, views: np.ndarray, threads: int) -> torch.Tensor:
     """[images, views, C, H, W] frozen trunk outputs of the uint8 [images, views, 3, S, S] views."""
     images, view_count = views.shape[:2]
     flat = views.reshape(images * view_count, *views.shape[2:])
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(flat), TRUNK_CHUNK):
-            batch = (torch.from_numpy(flat[start : start + TRUNK_CHUNK]).float() - MEAN) / STD
-            parts.append(trunk(batch))
-    features = torch.cat(parts)
+
+    def normalised(batch: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(batch).float() - MEAN) / STD
+
+    with tempfile.TemporaryDirectory(prefix="unfreeze-trunk-") as folder:
+        path = Path(folder) / "trunk.onnx"
+        export_graph(trunk, normalised(flat[:2]), path, ["trunk"])
+        trunk_session = session(path, threads)
+        parts = [
+            trunk_session.run(["trunk"], {"input": normalised(flat[start : start + TRUNK_CHUNK]).numpy()})[0]
+            for start in range(0, len(flat), TRUNK_CHUNK)
+        ]
+    features = torch.from_numpy(np.concatenate(parts))
     return features.reshape(images, view_count, *features.shape[1:])
 
 
@@ -118,7 +127,7 @@ def pca_start(pooled: torch.Tensor, output_dim: int) -> tuple[torch.Tensor, torc
 
 
 def train(
-    config: dict[str, float], views: np.ndarray, categories: np.ndarray, products: np.ndarray
+    config: dict[str, float], views: np.ndarray, categories: np.ndarray, products: np.ndarray, threads: int
 ) -> dict[str, object]:
     torch.manual_seed(int(config["seed"]))
     generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -130,7 +139,7 @@ def train(
     for parameter in [*trunk.parameters(), *base.parameters()]:
         parameter.requires_grad_(False)
     started = time.perf_counter()
-    features = trunk_features(trunk, views)
+    features = trunk_features(trunk, views, threads)
     print(f"trunk features {tuple(features.shape)} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     with torch.inference_mode():
         pooled = torch.nn.functional.normalize(base(features.flatten(0, 1)), dim=1)
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(arguments.config.read_text())
     with np.load(arguments.views) as stored:
         views, categories, products = stored["views"], stored["categories"], stored["products"]
-    result = train(config, views, categories, products)
+    result = train(config, views, categories, products, arguments.threads)
     example = (torch.from_numpy(views[:2, 0]).float() - MEAN) / STD
     export_graph(result.pop("model"), example, arguments.backbone, ["embedding", "base_embedding"])
     arrays = {name: result.pop(name) for name in ("P", "c", "pca_projection", "pca_offset")}

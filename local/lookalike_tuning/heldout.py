@@ -75,17 +75,16 @@ def embed_bytes(embedder: Embedder, blobs: list[bytes], *, chunk: int = 32) -> F
     return np.concatenate(parts)
 
 
-def evaluate_model(
-    model_dir: Path, heldout: HeldOutSet, *, variant: str, threads: int, trim: bool = False
-) -> tuple[dict[str, Any], FloatArray, npt.NDArray[np.float64]]:
-    """The figures of one model folder on the held-out set, the held-out embeddings and each
-    category query's AP@10 (for paired comparisons of two models). `trim`: trim plain borders
-    even where the card does not say so (the base model, measured trimmed)."""
-    embedder = Embedder(
-        load_model_card(model_dir), variant=variant, threads=threads, trim_borders=True if trim else None
-    )
+def embed_heldout(embedder: Embedder, heldout: HeldOutSet) -> tuple[FloatArray, FloatArray]:
+    """(held-out photos, their edited copies) embedded by one model."""
     database = embed_bytes(embedder, [image.path.read_bytes() for image in heldout.images])
-    queries = embed_bytes(embedder, heldout.query_bytes)
+    return database, embed_bytes(embedder, heldout.query_bytes)
+
+
+def heldout_figures(
+    database: FloatArray, queries: FloatArray, heldout: HeldOutSet
+) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
+    """The figures of one model's embeddings of a held-out set, and each category query's AP@10."""
     category = category_metrics(
         database, [image.category for image in heldout.images], skip_unanswerable=True
     )
@@ -98,7 +97,6 @@ def evaluate_model(
         for edit in dict.fromkeys(heldout.query_edits)
     }
     figures: dict[str, Any] = {
-        "model_version": embedder.model_version,
         "category_map_at_10": round(category.map_at_10, 4),
         "category_precision_at_10": round(category.precision_at_10, 4),
         "category_precision_at_1": round(category.precision_at_1, 4),
@@ -110,7 +108,21 @@ def evaluate_model(
         "neardup_queries": len(near.ranks),
         "neardup_recall_at_1_per_edit": per_edit,
     }
-    return figures, database, category.average_precisions
+    return figures, category.average_precisions
+
+
+def evaluate_model(
+    model_dir: Path, heldout: HeldOutSet, *, variant: str, threads: int, trim: bool = False
+) -> tuple[dict[str, Any], FloatArray, npt.NDArray[np.float64]]:
+    """The figures of one model folder on the held-out set, the held-out embeddings and each
+    category query's AP@10 (for paired comparisons of two models). `trim`: trim plain borders
+    even where the card does not say so (the base model, measured trimmed)."""
+    embedder = Embedder(
+        load_model_card(model_dir), variant=variant, threads=threads, trim_borders=True if trim else None
+    )
+    database, queries = embed_heldout(embedder, heldout)
+    figures, average_precisions = heldout_figures(database, queries, heldout)
+    return {"model_version": embedder.model_version, **figures}, database, average_precisions
 
 
 def int8_agreement(

@@ -8,28 +8,25 @@ a failure or a refusal leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lookalike_tuning.augment import random_view
+from lookalike_tuning.base_weight import DevelopmentRun, choose_base_weight
 from lookalike_tuning.calibrate import CalibrationOptions
-from lookalike_tuning.compose import BasePart, compose, output_dimension, quantize_tuned_int8
+from lookalike_tuning.compose import compose, output_dimension, quantize_tuned_int8
 from lookalike_tuning.datasets import (
     Dataset,
     LabelledImage,
     Pair,
-    Split,
     label_indices,
     read_labelled_folder,
     read_pairs_csv,
@@ -37,18 +34,18 @@ from lookalike_tuning.datasets import (
 )
 from lookalike_tuning.evaluate import MeasurementError, paired_ratio_interval
 from lookalike_tuning.features import compute_features
-from lookalike_tuning.fit import TrainingConfig, TrainingData, TrainingResult, fit
+from lookalike_tuning.fit import TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
 from lookalike_tuning.match_card import calibrate_model_folder
+from lookalike_tuning.options import TuneOptions
 from lookalike_tuning.production import (
     BASE_MODEL_DIR,
-    MODEL_CARD_FILE,
     Embedder,
-    ModelCard,
     decode_full,
     load_model_card,
 )
-from lookalike_tuning.unfreeze import UnfreezeSettings, check_supported, train_unfrozen
+from lookalike_tuning.tuned_card import base_card_fields, data_fields, file_entry, training_fields, write_card
+from lookalike_tuning.unfreeze import check_supported, train_unfrozen
 
 # The base model's int8 gate (scripts/export_model.py). A tuned model's head spreads a catalogue
 # of look-alike packshots over its whole output space, so its int8/fp32 cosine can fall below the
@@ -71,34 +68,6 @@ class RefusedError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class TuneOptions:
-    dataset_dir: Path
-    out_dir: Path
-    name: str = "tuned"
-    pairs_csv: Path | None = None
-    holdout_classes: tuple[str, ...] = ()
-    test_fraction: float = 0.2
-    measure_per_class: int | None = None  # split_by_product: held-out products measured per class
-    views: int = 3
-    neardup_originals: int = 60
-    calibration_views: int = 50
-    threads: int = 2
-    cache_dir: Path | None = None
-    trim_borders: bool = False
-    min_map_gain: float = 0.0
-    base_weight: float = 0.0  # > 0: concatenate the base part (compose.compose)
-    base_part: BasePart = "pca"
-    force: bool = False
-    base_model_dir: Path | None = None
-    # Another labelled folder added to the training part only (never held out, never measured):
-    # more of the same kind of pictures when the catalogue is small. Its classes stay its own.
-    extra_train_dir: Path | None = None
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    # Train the last backbone blocks with a linear head (torch, in the export environment).
-    unfreeze: UnfreezeSettings | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class TuneOutcome:
     summary: dict[str, Any]  # the JSON line
     base_embeddings: np.ndarray[Any, np.dtype[np.float32]]
@@ -110,13 +79,15 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def training_data(split: Split, features: np.ndarray[Any, Any], pairs: list[Pair]) -> TrainingData:
-    categories, products = label_indices(split.train)
+def training_data(
+    images: list[LabelledImage], features: np.ndarray[Any, Any], pairs: list[Pair]
+) -> TrainingData:
+    categories, products = label_indices(images)
     first: list[int] = []
     second: list[int] = []
     similar: list[bool] = []
     if pairs:
-        position = {image.key: index for index, image in enumerate(split.train)}
+        position = {image.key: index for index, image in enumerate(images)}
         kept = [pair for pair in pairs if pair.key_a in position and pair.key_b in position]
         log(f"pairs: {len(kept)} of {len(pairs)} inside the training part (the rest touch held-out images)")
         first = [position[pair.key_a] for pair in kept]
@@ -156,32 +127,6 @@ def calibration_batch(
     chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
     views = [random_view(decode_full(images[int(i)].path.read_bytes()), rng) for i in chosen]
     return embedder.preprocess(views)
-
-
-def file_entry(path: Path) -> dict[str, Any]:
-    with path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-    return {"file": path.name, "sha256": digest, "bytes": path.stat().st_size}
-
-
-def write_card(folder: Path, card: dict[str, Any]) -> None:
-    (folder / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-
-
-def base_card_fields(base: ModelCard, output_dim: int, *, trim_borders: bool) -> dict[str, Any]:
-    raw = base.raw
-    return {
-        "input": raw["input"],
-        "preprocessing": raw["preprocessing"]
-        | {"trim_borders": trim_borders or base.preprocessing.trim_borders},
-        "outputs": {
-            "embedding": {
-                "name": "embedding",
-                "shape": ["N", output_dim],
-                "note": "tuned projection head on the base model's embedding, L2-normalised in the graph",
-            }
-        },
-    }
 
 
 def int8_keeps_retrieval(fp32: dict[str, Any], int8: dict[str, Any]) -> bool:
@@ -224,6 +169,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         measure_per_class=options.measure_per_class,
     )
     extra = extra_training_images(options.extra_train_dir)
+    own_train = split.train
     split = dataclasses.replace(split, train=split.train + extra)
     log(
         f"dataset: {len(dataset.images)} images, {len(dataset.categories)} classes; "
@@ -241,8 +187,9 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     options.out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{options.out_dir.name}.partial-", dir=options.out_dir.parent))
     try:
-        backbone = base_card.variant("fp32").path
+        feature_seconds: float | None = None  # unfrozen: the trainer's own, within train_seconds
         if options.unfreeze is None:
+            feature_started = now()
             features = compute_features(
                 split.train,
                 base_embedder,
@@ -250,12 +197,17 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 seed=options.training.seed,
                 cache_dir=options.cache_dir,
             )
-            feature_seconds: float | None = now() - started
-            result: TrainingResult = fit(training_data(split, features, pairs), options.training)
-        else:
-            feature_seconds = None  # the trainer computes its own, within train_seconds
-            backbone, result = train_unfrozen(
-                split.train,
+            feature_seconds = now() - feature_started
+        position = {image.key: index for index, image in enumerate(split.train)}
+
+        def train_on(images: list[LabelledImage]) -> tuple[Path, TrainingResult]:
+            if options.unfreeze is None:
+                rows = features[[position[image.key] for image in images]]
+                return base_card.variant("fp32").path, fit(
+                    training_data(images, rows, pairs), options.training
+                )
+            return train_unfrozen(
+                images,
                 base_embedder,
                 options.training,
                 options.unfreeze,
@@ -263,18 +215,35 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 work=scratch,
                 threads=options.threads,
             )
+
+        base_weight_choice: dict[str, Any] | None = None
+        if options.base_weight == "auto":
+            development = DevelopmentRun(
+                test_fraction=options.test_fraction,
+                seed=options.training.seed,
+                neardup_originals=options.neardup_originals,
+                threads=options.threads,
+                trim_borders=options.trim_borders,
+                base_part=options.base_part,
+                tolerance=NEARDUP_TOLERANCE,
+            )
+            base_weight_choice = choose_base_weight(
+                own_train, extra, base_card, train_on, development, scratch, log
+            )
+            base_weight = float(base_weight_choice["weight"])
+        else:
+            base_weight = options.base_weight
+        backbone, result = train_on(split.train)
         log(
             f"trained {result.steps} steps in {result.seconds:.1f} s, "
             f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
         )
         fp32_path = scratch / f"{options.name}_fp32.onnx"
         int8_path = scratch / f"{options.name}_int8.onnx"
-        compose(
-            backbone, result.head, fp32_path, base_weight=options.base_weight, base_part=options.base_part
-        )
+        compose(backbone, result.head, fp32_path, base_weight=base_weight, base_part=options.base_part)
         if backbone.parent == scratch:
             backbone.unlink()
-        dimension = output_dimension(result.head, options.base_weight, options.base_part)
+        dimension = output_dimension(result.head, base_weight, options.base_part)
         calibration = calibration_batch(
             split.train, base_embedder, options.calibration_views, options.training.seed
         )
@@ -324,54 +293,8 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         card |= {
             "parent": {"model_version": base_card.model_version, "card_sha256": base_card.card_sha256},
             "embedding_dim": dimension,
-            "data": {
-                "source": str(options.dataset_dir.name),
-                "counts_per_class": dataset.counts(),
-                "images": len(dataset.images),
-                "training_list_sha256": dataset.list_sha256(),
-                "train_images": len(split.train),
-                "heldout_images": len(split.test),
-                "heldout_split": "classes " + ",".join(split.holdout_classes)
-                if split.holdout_classes
-                else f"by product, {options.test_fraction:.0%} of each class's products"
-                + (
-                    f", {options.measure_per_class} of them per class measured ({split.unmeasured} "
-                    "held-out images neither trained on nor measured)"
-                    if options.measure_per_class
-                    else ""
-                ),
-                "unreadable_skipped": dataset.unreadable,
-                "pairs_csv": options.pairs_csv.name if options.pairs_csv else None,
-                "extra_train": None
-                if options.extra_train_dir is None
-                else {
-                    "source": options.extra_train_dir.name,
-                    "images": len(extra),
-                    "training_list_sha256": Dataset(options.extra_train_dir, extra, []).list_sha256(),
-                },
-            },
-            "training": {
-                "loss": "SupCon(category)*category_weight + SupCon(product/instance views)*instance_weight"
-                + (" + pair contrastive*pair_weight" if options.pairs_csv else ""),
-                "head": "z = x P + c + relu(x W1 + b1) W2 + b2, y = z/|z| (x: base embedding, L2-normalised)",
-                "unfrozen_backbone": None
-                if options.unfreeze is None
-                else {
-                    "blocks": options.unfreeze.blocks,
-                    "backbone_learning_rate": options.unfreeze.backbone_learning_rate,
-                    "trainer": "scripts/unfreeze_backbone.py (torch, build-time)",
-                    "x": "the embedding of the tuned blocks",
-                },
-                "base_part": options.base_part if options.base_weight > 0 else None,
-                "views_per_image": options.views,
-                "base_weight": options.base_weight,
-                "trim_borders": options.trim_borders,
-                "steps": result.steps,
-                "loss_first": round(result.first_loss, 4),
-                "loss_last": round(result.last_loss, 4),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                **options.training.as_card(),
-            },
+            "data": data_fields(options, dataset, split, extra),
+            "training": training_fields(options, result, base_weight, base_weight_choice),
             "heldout_metrics": figures,
         }
         write_card(scratch, card)
@@ -410,6 +333,13 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             "default_variant": card["default_variant"],
             "feature_seconds": None if feature_seconds is None else round(feature_seconds, 1),
             "train_seconds": round(result.seconds, 1),
+            "base_weight": base_weight,
+            "base_weight_choice": None
+            if base_weight_choice is None
+            else {
+                key: base_weight_choice[key]
+                for key in ("weight", "development_images", "base", "grid", "train_seconds")
+            },
             "seconds": round(now() - started, 1),
             "written": not reasons or options.force,
             "refused_because": reasons,

@@ -11,7 +11,14 @@ from lookalike.images import decode_image
 from lookalike.matches import CARD_FIELD as MATCH_LEVELS_FIELD
 from lookalike.matches import MatchCutoffs, calibration_key, cutoffs_in_card
 from lookalike.model.borders import trim_uniform_border
-from lookalike.model.card import MODEL_CARD_FILE, ModelCard, ModelCardError, ResizeMode, load_model_card
+from lookalike.model.card import (
+    MODEL_CARD_FILE,
+    ModelCard,
+    ModelCardError,
+    ModelVariantFile,
+    ResizeMode,
+    load_model_card,
+)
 from lookalike.model.embedder import Embedder
 
 # The base model: the committed model layer folder.
@@ -38,6 +45,7 @@ __all__ = [
     "MatchCutoffs",
     "ModelCard",
     "ModelCardError",
+    "ModelVariantFile",
     "ResizeMode",
     "calibration_key",
     "cutoffs_in_card",

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     heldout = build_heldout_set(split.test, neardup_count=arguments.neardup_originals, seed=base.seed)
     queries = cached_query_features(embedder, heldout, arguments.cache_dir)
-    data = training_data(split, features, [])
+    data = training_data(split.train, features, [])
     rows: list[dict[str, Any]] = [{"config": "base", **score(database, queries, heldout, None)}]
     print(json.dumps(rows[0]), file=sys.stderr, flush=True)
     checkpoints = {int(value) for value in filter(None, arguments.score_epochs.split(","))}

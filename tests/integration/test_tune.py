@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import ImageOps
 from script_runs import run_script, sample_labelled_folder
 
 from lookalike.images import decode_image
 from lookalike.model.card import load_model_card
 from lookalike.model.embedder import Embedder
 from lookalike_local.catalogue import catalogue
+from lookalike_tuning.base_weight import GRID, PROBE_WEIGHT, at_weight, choose
 from lookalike_tuning.calibrate import MIN_HALF_PRODUCTS
 from lookalike_tuning.compose import BasePart, compose
 from lookalike_tuning.datasets import read_labelled_folder, split_by_product
@@ -220,6 +222,86 @@ def test_the_composed_graph_computes_what_the_numpy_head_computes(
     expected = head_output(head, base, base_weight, base_part)
     assert composed.shape == (8, {"pca": 12, "full": 6 + 1280}[base_part] if base_weight else 6)
     np.testing.assert_allclose(composed, expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("base_part", ["pca", "full"])
+def test_a_graph_composed_at_the_probe_weight_gives_every_weight(tmp_path: Path, base_part: BasePart) -> None:
+    """--base-weight auto scores every weight from one graph: its vectors at 0.2 and 0.7 are those
+    of graphs composed at 0.2 and 0.7."""
+    base_card = load_model_card(REPO_ROOT / "layers" / "model" / "model")
+    photos = [decode_image(obj.body(), max_bytes=10**8, max_pixels=10**8).image for obj in catalogue()[:6]]
+    embedder = Embedder(base_card, variant="fp32")
+    head = init_head(embedder.embed(photos).vectors.astype(np.float64), 6, 0, np.random.default_rng(1))
+    batch = embedder.preprocess(photos)
+
+    def composed_at(weight: float) -> np.ndarray:
+        path = tmp_path / f"{base_part}-{weight}.onnx"
+        compose(base_card.variant("fp32").path, head, path, base_weight=weight, base_part=base_part)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {"input": batch})[0])
+
+    probe = composed_at(PROBE_WEIGHT)
+    base_dim = probe.shape[1] - 6
+    for weight in (0.2, 0.7):
+        np.testing.assert_allclose(at_weight(probe, base_dim, weight), composed_at(weight), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def products_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every readable sample photo as three products of its category (itself, mirrored, cropped):
+    enough products per class to split a development part off the training part."""
+    root = tmp_path_factory.mktemp("products")
+    for obj in catalogue():
+        if obj.category == "collectibles" or "truncated" in obj.filename:
+            continue
+        photo = decode_image(obj.body(), max_bytes=10**8, max_pixels=10**8).image
+        width, height = photo.size
+        copies = {
+            obj.product_id: photo,
+            f"{obj.product_id}-mirrored": ImageOps.mirror(photo),
+            f"{obj.product_id}-cropped": photo.crop((width // 8, height // 8, width, height)),
+        }
+        for product, image in copies.items():
+            path = root / obj.category / product / f"{Path(obj.filename).stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+    return root
+
+
+def test_base_weight_auto_refuses_a_training_part_too_small_to_split(
+    catalogue_folder: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    code, summary, stderr = run_tune(
+        "--dataset", catalogue_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
+        "--force", *FAST,
+    )  # fmt: skip
+    assert code == 2, stderr
+    assert "--base-weight auto" in summary["error"]
+    assert "give --base-weight a number instead" in summary["error"]
+    assert leftovers(tmp_path) == []
+
+
+def test_base_weight_auto_chooses_on_a_development_part_and_records_it(
+    products_folder: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    code, summary, stderr = run_tune(
+        "--dataset", products_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
+        "--force", *FAST,
+    )  # fmt: skip
+    assert code == 0, stderr
+    card = json.loads((out / "model_card.json").read_text())
+    choice = card["training"]["base_weight_choice"]
+    assert [entry["weight"] for entry in choice["grid"]] == list(GRID)
+    assert choice["weight"] == card["training"]["base_weight"] == summary["base_weight"]
+    assert choice["weight"] == choose(choice["base"], choice["grid"], choice["tolerance"])
+    # The development part comes out of the training part, never out of the held-out part.
+    assert choice["development_images"] + choice["trained_images"] == summary["train_images"]
+    assert summary["heldout_images"] == heldout_without_extra(products_folder)
+    assert card["embedding_dim"] == (64 if choice["weight"] > 0 else 32)
+    assert load_model_card(out).embedding_dim == card["embedding_dim"]
+    assert "choosing on" in stderr
 
 
 def heldout_without_extra(folder: Path) -> int:

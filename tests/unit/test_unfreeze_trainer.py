@@ -7,6 +7,7 @@ with `make test-export` (--noconftest: the suite's conftest needs the runtime en
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -61,3 +62,32 @@ def test_trunk_then_tail_is_the_base_network(trainer: ModuleType) -> None:
         for blocks in (1, 2, 4):
             pooled = trainer.Tail(network, blocks)(trainer.Trunk(network, blocks)(x))
             torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_trunk_features_from_onnx_runtime_equal_the_torch_trunk(trainer: ModuleType) -> None:
+    network = trainer.load_network(trainer.weights_file())
+    trunk = trainer.Trunk(network, 2).eval()
+    views = np.random.default_rng(2).integers(0, 256, size=(3, 2, 3, 224, 224), dtype=np.uint8)
+    features = trainer.trunk_features(trunk, views, threads=2)
+    with torch.no_grad():
+        expected = trunk(
+            (torch.from_numpy(views.reshape(6, 3, 224, 224)).float() - trainer.MEAN) / trainer.STD
+        )
+    assert tuple(features.shape) == (3, 2, *expected.shape[1:])
+    torch.testing.assert_close(features.flatten(0, 1), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_trunk_benchmark_runs_and_both_engines_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    """A small run of scripts/bench_unfreeze_trunk.py, so that it cannot rot."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_unfreeze_trunk", REPO_ROOT / "scripts" / "bench_unfreeze_trunk.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--views", "4", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["views"] == 4
+    assert set(result["median_seconds"]) == {"onnxruntime", "torch"}
+    assert result["max_abs_difference"] < 1e-3

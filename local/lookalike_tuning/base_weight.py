@@ -1,0 +1,178 @@
+"""`--base-weight auto`: choose the base part's cosine weight on a development part of the
+training images, never on the held-out part.
+
+The tuned part of an embedding groups a catalogue's categories; the base part (lookalike_tuning
+.compose) keeps edited copies of a photo nearest to that photo. How much base part a catalogue
+needs depends on how alike its photos are. So the run splits its training part by product once
+more, trains on the rest and measures the development part at every weight of a grid. One
+composed graph gives them all: cosine at weight w is w * cos(base part) + (1 - w) * cos(tuned
+part), and a graph composed at PROBE_WEIGHT holds both unit parts. The weight chosen is the one
+with the best category mAP@10 among those whose near-duplicate recall@1 stays within the refusal
+tolerance of the base model's on the same development part (the refusal rule of the tune run, so
+the choice aims at a model the run will write). The final model is then trained on the whole
+training part and composed at that weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lookalike_tuning.compose import BasePart, compose, output_dimension
+from lookalike_tuning.datasets import DatasetError, LabelledImage, Split, split_by_product
+from lookalike_tuning.fit import TrainingResult
+from lookalike_tuning.heldout import HeldOutSet, build_heldout_set, embed_heldout, heldout_figures
+from lookalike_tuning.production import Embedder, ModelCard, ModelVariantFile
+
+FloatArray = npt.NDArray[np.float32]
+GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+PROBE_WEIGHT = 0.5
+# A trainer: images -> (the backbone graph to compose, the trained head).
+Trainer = Callable[[list[LabelledImage]], tuple[Path, TrainingResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class DevelopmentRun:
+    """Where and how to measure: the tune run's own settings."""
+
+    test_fraction: float
+    seed: int
+    neardup_originals: int
+    threads: int
+    trim_borders: bool
+    base_part: BasePart
+    tolerance: float
+
+
+def at_weight(probe: FloatArray, base_dim: int, weight: float) -> FloatArray:
+    """Vectors whose cosines are weight * cos(base part) + (1 - weight) * cos(tuned part), from
+    vectors composed at PROBE_WEIGHT (base part first, as compose.compose concatenates)."""
+    base_unit = probe[:, :base_dim] / math.sqrt(PROBE_WEIGHT)
+    tuned_unit = probe[:, base_dim:] / math.sqrt(1 - PROBE_WEIGHT)
+    return np.concatenate([math.sqrt(weight) * base_unit, math.sqrt(1 - weight) * tuned_unit], axis=1).astype(
+        np.float32
+    )
+
+
+def choose(base: dict[str, Any], grid: list[dict[str, Any]], tolerance: float) -> float:
+    """The best mAP@10 among weights within the near-duplicate tolerance (ties: the smaller
+    weight); none within it: the best near-duplicate recall (the run will then refuse)."""
+    floor = base["neardup_recall_at_1"] - tolerance
+    admissible = [row for row in grid if row["neardup_recall_at_1"] >= floor]
+    if admissible:
+        best = max(admissible, key=lambda row: (row["category_map_at_10"], -row["weight"]))
+    else:
+        best = max(grid, key=lambda row: (row["neardup_recall_at_1"], -row["weight"]))
+    return float(best["weight"])
+
+
+def probe_card(base_card: ModelCard, path: Path, dimension: int) -> ModelCard:
+    """The base card pointed at a composed development graph (never written, never published)."""
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    return dataclasses.replace(
+        base_card,
+        model_version=f"{base_card.model_version}+development-{digest[:10]}",
+        embedding_dim=dimension,
+        logits_output=None,
+        default_variant="fp32",
+        variants={"fp32": ModelVariantFile("fp32", path, digest)},
+    )
+
+
+def figures_row(weight: float, figures: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "category_map_at_10",
+        "category_precision_at_1",
+        "neardup_recall_at_1",
+        "neardup_padded_recall_at_1",
+    )
+    return {"weight": weight} | {key: figures[key] for key in keys}
+
+
+def development_split(train_images: list[LabelledImage], run: DevelopmentRun) -> Split:
+    """The training part split by product once more (another seed than the held-out split's)."""
+    advice = "too few to choose a base weight on: give --base-weight a number instead"
+    try:
+        split = split_by_product(train_images, test_fraction=run.test_fraction, seed=run.seed + 1)
+    except DatasetError as error:
+        raise DatasetError(f"--base-weight auto: the training part is {advice} ({error})") from None
+    classes = sorted({image.category for image in split.test})
+    if len(classes) < 2:
+        raise DatasetError(
+            f"--base-weight auto: the development part split from the training part has "
+            f"{len(split.test)} images of {len(classes)} class, {advice}"
+        )
+    return split
+
+
+def describe(figures: dict[str, Any]) -> str:
+    return (
+        f"mAP@10 {figures['category_map_at_10']:.4f}, near-dup {figures['neardup_recall_at_1']:.4f}, "
+        f"padded {figures['neardup_padded_recall_at_1']:.4f}"
+    )
+
+
+def choose_base_weight(
+    train_images: list[LabelledImage],
+    extra_images: list[LabelledImage],
+    base_card: ModelCard,
+    train: Trainer,
+    run: DevelopmentRun,
+    work: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train on the training part less a development part (split by product), measure the
+    development part at every weight of GRID; the result, with the chosen `weight`, goes into
+    the model card."""
+    split = development_split(train_images, run)
+    log(
+        f"base weight: training on {len(split.train)} images, choosing on {len(split.test)} "
+        "development images (split by product from the training part)"
+    )
+    backbone, result = train(split.train + extra_images)
+    probe_path = work / "development_fp32.onnx"
+    compose(backbone, result.head, probe_path, base_weight=PROBE_WEIGHT, base_part=run.base_part)
+    if backbone.parent == work:
+        backbone.unlink()
+    dimension = output_dimension(result.head, PROBE_WEIGHT, run.base_part)
+    base_dim = dimension - result.head.output_dim
+    development: HeldOutSet = build_heldout_set(
+        split.test, neardup_count=run.neardup_originals, seed=run.seed
+    )
+    trim = True if run.trim_borders else None
+    base_embedder = Embedder(base_card, variant="fp32", threads=run.threads, trim_borders=trim)
+    probe_embedder = Embedder(
+        probe_card(base_card, probe_path, dimension), variant="fp32", threads=run.threads, trim_borders=trim
+    )
+    base_figures, _ = heldout_figures(*embed_heldout(base_embedder, development), development)
+    database, queries = embed_heldout(probe_embedder, development)
+    probe_path.unlink()
+    grid = []
+    for weight in GRID:
+        figures, _ = heldout_figures(
+            at_weight(database, base_dim, weight), at_weight(queries, base_dim, weight), development
+        )
+        grid.append(figures_row(weight, figures))
+        log(f"  weight {weight:.1f}: {describe(grid[-1])}")
+    chosen = choose(base_figures, grid, run.tolerance)
+    log(f"base weight {chosen}; the base model on the development part: {describe(base_figures)}")
+    return {
+        "weight": chosen,
+        "rule": "best development mAP@10 with near-duplicate recall@1 within the tolerance of the base's",
+        "development_images": len(split.test),
+        "trained_images": len(split.train) + len(extra_images),
+        "development_neardup_queries": len(development.query_bytes),
+        "tolerance": run.tolerance,
+        "base": figures_row(0.0, base_figures) | {"weight": None},
+        "grid": grid,
+        "train_seconds": round(result.seconds, 1),
+    }

@@ -1,0 +1,51 @@
+"""Choosing the base part's weight on a development part (lookalike_tuning.base_weight)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lookalike_tuning.base_weight import PROBE_WEIGHT, at_weight, choose
+
+pytestmark = pytest.mark.unit
+
+
+def unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    vectors = rng.normal(size=(rows, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.2, 0.5, 0.8])
+def test_vectors_at_a_weight_mix_the_two_cosines(weight: float) -> None:
+    rng = np.random.default_rng(0)
+    base, tuned = unit_rows(rng, 7, 5), unit_rows(rng, 7, 3)
+    probe = np.concatenate([math.sqrt(PROBE_WEIGHT) * base, math.sqrt(1 - PROBE_WEIGHT) * tuned], axis=1)
+    vectors = at_weight(probe.astype(np.float32), base_dim=5, weight=weight)
+    expected = weight * (base @ base.T) + (1 - weight) * (tuned @ tuned.T)
+    np.testing.assert_allclose(vectors @ vectors.T, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def row(weight: float, map_at_10: float, neardup: float) -> dict[str, float]:
+    return {"weight": weight, "category_map_at_10": map_at_10, "neardup_recall_at_1": neardup}
+
+
+BASE = {"category_map_at_10": 0.40, "neardup_recall_at_1": 0.990}
+
+
+def test_the_best_map_within_the_near_duplicate_tolerance_wins() -> None:
+    grid = [row(0.0, 0.62, 0.970), row(0.2, 0.60, 0.984), row(0.4, 0.58, 0.986), row(0.6, 0.50, 0.992)]
+    assert choose(BASE, grid, tolerance=0.005) == 0.4  # 0.2 misses the floor 0.985 by 0.001
+    assert choose(BASE, grid, tolerance=0.01) == 0.2
+
+
+def test_ties_go_to_the_smaller_weight() -> None:
+    grid = [row(0.1, 0.55, 0.99), row(0.3, 0.55, 0.995)]
+    assert choose(BASE, grid, tolerance=0.005) == 0.1
+
+
+def test_with_no_weight_within_the_tolerance_the_best_near_duplicate_recall_is_chosen() -> None:
+    grid = [row(0.0, 0.62, 0.90), row(0.4, 0.58, 0.95), row(0.8, 0.45, 0.95)]
+    assert choose(BASE, grid, tolerance=0.005) == 0.4
