@@ -128,6 +128,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="also train the backbone's last N blocks with a linear head (torch, in the export "
         "environment: make export-env)",
     )
+    parser.add_argument(
+        "--development-only",
+        action="store_true",
+        help="with --base-weight auto: print the development part's figures and stop (compare "
+        "settings without looking at the held-out part); nothing is written",
+    )
     parser.add_argument("--backbone-learning-rate", type=float, default=DEFAULT_BACKBONE_LEARNING_RATE)
     parser.add_argument("--base-model-dir", type=Path, help="default: layers/model/model")
     parser.add_argument(
@@ -161,6 +167,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if arguments.dataset is not None and arguments.out is None:
         parser.error("--dataset needs --out MODEL_DIR")
+    if arguments.development_only and (arguments.base_weight != "auto" or arguments.plot is not None):
+        parser.error("--development-only needs --base-weight auto and draws no --plot")
     if arguments.fetch is not None and arguments.data_out is None:
         parser.error("--fetch needs --data-out DIR")
     return arguments
@@ -250,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             force=arguments.force,
             base_model_dir=arguments.base_model_dir,
             extra_train_dir=arguments.extra_train,
+            development_only=arguments.development_only,
             training=TrainingConfig(
                 output_dim=arguments.dim,
                 hidden=arguments.hidden,
@@ -285,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome.heldout_labels,
             title=f"held-out {arguments.dataset.name}",
         )
-    write_report(arguments, argv, summary, card=json.loads((arguments.out / "model_card.json").read_text()))
+    card = None if arguments.development_only else json.loads((arguments.out / "model_card.json").read_text())
+    write_report(arguments, argv, summary, card=card)
     print(json.dumps(summary), flush=True)
     return 0
 

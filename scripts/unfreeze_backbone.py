@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from export_model import EMBEDDING_DIM, MEAN, STD, export_graph, load_network, session, weights_file
 
@@ -98,23 +99,30 @@ def supcon(y: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.T
     return per_anchor.mean()
 
 
+def normalised(views: np.ndarray) -> torch.Tensor:
+    """uint8 [N, 3, S, S] -> the model's input (the mean/std step)."""
+    return (torch.from_numpy(views).float() - MEAN) / STD
+
+
+def run_trunk(trunk_session: ort.InferenceSession, flat_views: np.ndarray) -> np.ndarray:
+    """The exported trunk's output of uint8 [N, 3, S, S] views, in chunks."""
+    parts = [
+        trunk_session.run(["trunk"], {"input": normalised(flat_views[start : start + TRUNK_CHUNK]).numpy()})[
+            0
+        ]
+        for start in range(0, len(flat_views), TRUNK_CHUNK)
+    ]
+    return np.concatenate(parts)
+
+
 def trunk_features(trunk: Trunk, views: np.ndarray, threads: int) -> torch.Tensor:
     """[images, views, C, H, W] frozen trunk outputs of the uint8 [images, views, 3, S, S] views."""
     images, view_count = views.shape[:2]
     flat = views.reshape(images * view_count, *views.shape[2:])
-
-    def normalised(batch: np.ndarray) -> torch.Tensor:
-        return (torch.from_numpy(batch).float() - MEAN) / STD
-
     with tempfile.TemporaryDirectory(prefix="unfreeze-trunk-") as folder:
         path = Path(folder) / "trunk.onnx"
         export_graph(trunk, normalised(flat[:2]), path, ["trunk"])
-        trunk_session = session(path, threads)
-        parts = [
-            trunk_session.run(["trunk"], {"input": normalised(flat[start : start + TRUNK_CHUNK]).numpy()})[0]
-            for start in range(0, len(flat), TRUNK_CHUNK)
-        ]
-    features = torch.from_numpy(np.concatenate(parts))
+        features = torch.from_numpy(run_trunk(session(path, threads), flat))
     return features.reshape(images, view_count, *features.shape[1:])
 
 
@@ -214,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(arguments.views) as stored:
         views, categories, products = stored["views"], stored["categories"], stored["products"]
     result = train(config, views, categories, products, arguments.threads)
-    example = (torch.from_numpy(views[:2, 0]).float() - MEAN) / STD
+    example = normalised(views[:2, 0])
     export_graph(result.pop("model"), example, arguments.backbone, ["embedding", "base_embedding"])
     arrays = {name: result.pop(name) for name in ("P", "c", "pca_projection", "pca_offset")}
     np.savez(arguments.head, **arrays)

@@ -39,3 +39,6 @@ class TuneOptions:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     # Train the last backbone blocks with a linear head (torch, in the export environment).
     unfreeze: UnfreezeSettings | None = None
+    # With base_weight "auto": stop after the development part's figures (settings compared
+    # without looking at the held-out part); nothing is written.
+    development_only: bool = False

@@ -231,6 +231,17 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 own_train, extra, base_card, train_on, development, scratch, log
             )
             base_weight = float(base_weight_choice["weight"])
+            if options.development_only:
+                shutil.rmtree(scratch)
+                development_summary: dict[str, Any] = {
+                    "development_only": True,
+                    "train_images": len(split.train),
+                    "base_weight_choice": base_weight_choice,
+                    "seconds": round(now() - started, 1),
+                    "written": False,
+                }
+                empty = np.empty((0, 0), np.float32)
+                return TuneOutcome(development_summary, empty, empty, [])
         else:
             base_weight = options.base_weight
         backbone, result = train_on(split.train)

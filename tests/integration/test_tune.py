@@ -354,3 +354,23 @@ def test_a_pairs_csv_joins_the_loss_and_trimming_joins_the_card(
     # Trained on trimmed views, so the model trims what it embeds in production too.
     assert card["preprocessing"]["trim_borders"] is True
     assert Embedder(load_model_card(out)).preprocessing.trim_borders
+
+
+def test_development_only_prints_the_development_figures_and_writes_nothing(
+    products_folder: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "models" / "never-written"
+    code, summary, stderr = run_tune(
+        "--dataset", products_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
+        "--development-only", *FAST,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert summary["written"] is False
+    assert summary["development_only"] is True
+    choice = summary["base_weight_choice"]
+    assert [entry["weight"] for entry in choice["grid"]] == list(GRID)
+    assert choice["development_images"] + choice["trained_images"] == summary["train_images"]
+    assert leftovers(out.parent) == []
+    code, _, stderr = run_tune("--dataset", products_folder, "--out", out, "--development-only", *FAST)
+    assert code == 2
+    assert "--development-only needs --base-weight auto" in stderr
