@@ -268,14 +268,26 @@ def products_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def run_auto(folder: Path, out: Path, cache_dir: Path, *arguments: str) -> tuple[int, dict[str, Any], str]:
+    return run_tune(
+        "--dataset",
+        folder,
+        "--out",
+        out,
+        "--cache-dir",
+        cache_dir,
+        "--base-weight",
+        "auto",
+        *arguments,
+        *FAST,
+    )
+
+
 def test_base_weight_auto_refuses_a_training_part_too_small_to_split(
     catalogue_folder: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "auto"
-    code, summary, stderr = run_tune(
-        "--dataset", catalogue_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
-        "--force", *FAST,
-    )  # fmt: skip
+    code, summary, stderr = run_auto(catalogue_folder, out, cache_dir, "--force")
     assert code == 2, stderr
     assert "--base-weight auto" in summary["error"]
     assert "give --base-weight a number instead" in summary["error"]
@@ -286,10 +298,7 @@ def test_base_weight_auto_chooses_on_a_development_part_and_records_it(
     products_folder: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "auto"
-    code, summary, stderr = run_tune(
-        "--dataset", products_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
-        "--force", *FAST,
-    )  # fmt: skip
+    code, summary, stderr = run_auto(products_folder, out, cache_dir, "--force")
     assert code == 0, stderr
     card = json.loads((out / "model_card.json").read_text())
     choice = card["training"]["base_weight_choice"]
@@ -360,10 +369,7 @@ def test_development_only_prints_the_development_figures_and_writes_nothing(
     products_folder: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "models" / "never-written"
-    code, summary, stderr = run_tune(
-        "--dataset", products_folder, "--out", out, "--cache-dir", cache_dir, "--base-weight", "auto",
-        "--development-only", *FAST,
-    )  # fmt: skip
+    code, summary, stderr = run_auto(products_folder, out, cache_dir, "--development-only")
     assert code == 0, stderr
     assert summary["written"] is False
     assert summary["development_only"] is True

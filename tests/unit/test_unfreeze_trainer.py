@@ -27,16 +27,18 @@ from lookalike_tuning.train import supcon_loss  # noqa: E402
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def trainer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "unfreeze_backbone", REPO_ROOT / "scripts" / "unfreeze_backbone.py"
-    )
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def trainer() -> ModuleType:
+    return load_script("unfreeze_backbone")
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
@@ -79,13 +81,7 @@ def test_trunk_features_from_onnx_runtime_equal_the_torch_trunk(trainer: ModuleT
 
 def test_the_trunk_benchmark_runs_and_both_engines_agree(capsys: pytest.CaptureFixture[str]) -> None:
     """A small run of scripts/bench_unfreeze_trunk.py, so that it cannot rot."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_unfreeze_trunk", REPO_ROOT / "scripts" / "bench_unfreeze_trunk.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_unfreeze_trunk")
     assert module.main(["--views", "4", "--rounds", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["views"] == 4
