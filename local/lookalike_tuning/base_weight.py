@@ -3,9 +3,10 @@ training images, never on the held-out part.
 
 The tuned part of an embedding groups a catalogue's categories; the base part (lookalike_tuning
 .compose) keeps edited copies of a photo nearest to that photo. How much base part a catalogue
-needs depends on how alike its photos are. So the run splits its training part by product once
-more, trains on the rest and measures the development part at every weight of a grid. One
-composed graph gives them all: cosine at weight w is w * cos(base part) + (1 - w) * cos(tuned
+needs depends on how alike its photos are. So the run splits its training part once more, the
+way its held-out part was split (by product; with --holdout-classes, by class), trains on the
+rest and measures the development part at every weight of a grid. One composed graph gives them
+all: cosine at weight w is w * cos(base part) + (1 - w) * cos(tuned
 part), and a graph composed at PROBE_WEIGHT holds both unit parts. The weight chosen is the one
 with the best category mAP@10 among those whose near-duplicate recall@1 stays within the refusal
 tolerance of the base model's on the same development part (the refusal rule of the tune run, so
@@ -50,6 +51,9 @@ class DevelopmentRun:
     trim_borders: bool
     base_part: BasePart
     tolerance: float
+    # --holdout-classes: the development part holds out this many training classes (at least
+    # 2), so the weight is chosen for classes never trained on, as the run is measured; 0: by product.
+    holdout_class_count: int = 0
 
 
 def at_weight(probe: FloatArray, base_dim: int, weight: float) -> FloatArray:
@@ -99,10 +103,22 @@ def figures_row(weight: float, figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def development_split(train_images: list[LabelledImage], run: DevelopmentRun) -> Split:
-    """The training part split by product once more (another seed than the held-out split's)."""
+    """The training part split once more, the way the held-out part was split (by product, or
+    by class), with another seed than the held-out split's."""
     advice = "too few to choose a base weight on: give --base-weight a number instead"
     try:
-        split = split_by_product(train_images, test_fraction=run.test_fraction, seed=run.seed + 1)
+        if run.holdout_class_count:
+            classes = sorted({image.category for image in train_images})
+            count = max(2, run.holdout_class_count)
+            if len(classes) < count + 2:
+                raise DatasetError(f"{len(classes)} training classes cannot spare {count} and keep 2")
+            rng = np.random.default_rng(run.seed + 1)
+            chosen = tuple(str(name) for name in rng.choice(classes, size=count, replace=False))
+            split = split_by_product(
+                train_images, test_fraction=run.test_fraction, seed=run.seed + 1, holdout_classes=chosen
+            )
+        else:
+            split = split_by_product(train_images, test_fraction=run.test_fraction, seed=run.seed + 1)
     except DatasetError as error:
         raise DatasetError(f"--base-weight auto: the training part is {advice} ({error})") from None
     classes = sorted({image.category for image in split.test})
@@ -134,9 +150,10 @@ def choose_base_weight(
     development part at every weight of GRID; the result, with the chosen `weight`, goes into
     the model card."""
     split = development_split(train_images, run)
+    how = f"classes {', '.join(split.holdout_classes)}" if split.holdout_classes else "split by product"
     log(
         f"base weight: training on {len(split.train)} images, choosing on {len(split.test)} "
-        "development images (split by product from the training part)"
+        f"development images ({how}, from the training part)"
     )
     backbone, result = train(split.train + extra_images)
     probe_path = work / "development_fp32.onnx"
@@ -169,6 +186,9 @@ def choose_base_weight(
         "weight": chosen,
         "rule": "best development mAP@10 with near-duplicate recall@1 within the tolerance of the base's",
         "development_images": len(split.test),
+        "development_split": "classes " + ",".join(split.holdout_classes)
+        if split.holdout_classes
+        else "by product",
         "trained_images": len(split.train) + len(extra_images),
         "development_neardup_queries": len(development.query_bytes),
         "tolerance": run.tolerance,

@@ -226,6 +226,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 trim_borders=options.trim_borders,
                 base_part=options.base_part,
                 tolerance=NEARDUP_TOLERANCE,
+                holdout_class_count=len(options.holdout_classes),
             )
             base_weight_choice = choose_base_weight(
                 own_train, extra, base_card, train_on, development, scratch, log

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lookalike_tuning.base_weight import PROBE_WEIGHT, at_weight, choose
+from lookalike_tuning.base_weight import PROBE_WEIGHT, DevelopmentRun, at_weight, choose, development_split
+from lookalike_tuning.datasets import DatasetError, LabelledImage
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +51,46 @@ def test_ties_go_to_the_smaller_weight() -> None:
 def test_with_no_weight_within_the_tolerance_the_best_near_duplicate_recall_is_chosen() -> None:
     grid = [row(0.0, 0.62, 0.90), row(0.4, 0.58, 0.95), row(0.8, 0.45, 0.95)]
     assert choose(BASE, grid, tolerance=0.005) == 0.4
+
+
+def images(classes: int, products: int) -> list[LabelledImage]:
+    return [
+        LabelledImage(f"c{c}/p{p}/{view}.png", f"c{c}", f"c{c}/p{p}", Path(f"c{c}/p{p}/{view}.png"))
+        for c in range(classes)
+        for p in range(products)
+        for view in range(2)
+    ]
+
+
+def run(holdout_class_count: int = 0) -> DevelopmentRun:
+    return DevelopmentRun(
+        test_fraction=0.2,
+        seed=7,
+        neardup_originals=2,
+        threads=1,
+        trim_borders=False,
+        base_part="pca",
+        tolerance=0.005,
+        holdout_class_count=holdout_class_count,
+    )
+
+
+def test_the_development_part_is_split_by_product_like_the_held_out_part() -> None:
+    split = development_split(images(4, 5), run())
+    assert not {image.product for image in split.train} & {image.product for image in split.test}
+    assert {image.category for image in split.test} == {"c0", "c1", "c2", "c3"}
+
+
+def test_with_held_out_classes_the_development_part_holds_out_training_classes() -> None:
+    split = development_split(images(6, 3), run(holdout_class_count=1))
+    assert len(split.holdout_classes) == 2  # at least two: category retrieval needs them
+    assert {image.category for image in split.test} == set(split.holdout_classes)
+    assert not {image.category for image in split.train} & set(split.holdout_classes)
+
+
+@pytest.mark.parametrize(("training", "development"), [((1, 5), run()), ((3, 2), run(holdout_class_count=2))])
+def test_a_training_part_too_small_to_split_asks_for_a_number(
+    training: tuple[int, int], development: DevelopmentRun
+) -> None:
+    with pytest.raises(DatasetError, match="give --base-weight a number instead"):
+        development_split(images(*training), development)
