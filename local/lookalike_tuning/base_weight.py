@@ -17,7 +17,6 @@ training part and composed at that weight.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from lookalike_tuning.datasets import DatasetError, LabelledImage, Split, split_
 from lookalike_tuning.fit import TrainingResult
 from lookalike_tuning.heldout import HeldOutSet, build_heldout_set, embed_heldout, heldout_figures
 from lookalike_tuning.production import Embedder, ModelCard, ModelVariantFile
+from lookalike_tuning.tuned_card import file_entry
 
 FloatArray = npt.NDArray[np.float32]
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -47,8 +47,6 @@ class DevelopmentRun:
     test_fraction: float
     seed: int
     neardup_originals: int
-    threads: int
-    trim_borders: bool
     base_part: BasePart
     tolerance: float
     # --holdout-classes: the development part holds out this many training classes (at least
@@ -80,8 +78,7 @@ def choose(base: dict[str, Any], grid: list[dict[str, Any]], tolerance: float) -
 
 def probe_card(base_card: ModelCard, path: Path, dimension: int) -> ModelCard:
     """The base card pointed at a composed development graph (never written, never published)."""
-    with path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    digest = file_entry(path)["sha256"]
     return dataclasses.replace(
         base_card,
         model_version=f"{base_card.model_version}+development-{digest[:10]}",
@@ -140,15 +137,15 @@ def describe(figures: dict[str, Any]) -> str:
 def choose_base_weight(
     train_images: list[LabelledImage],
     extra_images: list[LabelledImage],
-    base_card: ModelCard,
+    base_embedder: Embedder,
     train: Trainer,
     run: DevelopmentRun,
     work: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Train on the training part less a development part (split by product), measure the
-    development part at every weight of GRID; the result, with the chosen `weight`, goes into
-    the model card."""
+    """Train on the training part less a development part, measure the development part at every
+    weight of GRID, with the base model as the run's `base_embedder` embeds (its threads, its
+    trimming); the result, with the chosen `weight`, goes into the model card."""
     split = development_split(train_images, run)
     how = f"classes {', '.join(split.holdout_classes)}" if split.holdout_classes else "split by product"
     log(
@@ -165,10 +162,11 @@ def choose_base_weight(
     development: HeldOutSet = build_heldout_set(
         split.test, neardup_count=run.neardup_originals, seed=run.seed
     )
-    trim = True if run.trim_borders else None
-    base_embedder = Embedder(base_card, variant="fp32", threads=run.threads, trim_borders=trim)
     probe_embedder = Embedder(
-        probe_card(base_card, probe_path, dimension), variant="fp32", threads=run.threads, trim_borders=trim
+        probe_card(base_embedder.card, probe_path, dimension),
+        variant="fp32",
+        threads=base_embedder.threads,
+        trim_borders=base_embedder.preprocessing.trim_borders,
     )
     base_figures, _ = heldout_figures(*embed_heldout(base_embedder, development), development)
     database, queries = embed_heldout(probe_embedder, development)

@@ -222,14 +222,12 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 test_fraction=options.test_fraction,
                 seed=options.training.seed,
                 neardup_originals=options.neardup_originals,
-                threads=options.threads,
-                trim_borders=options.trim_borders,
                 base_part=options.base_part,
                 tolerance=NEARDUP_TOLERANCE,
                 holdout_class_count=len(options.holdout_classes),
             )
             base_weight_choice = choose_base_weight(
-                own_train, extra, base_card, train_on, development, scratch, log
+                own_train, extra, base_embedder, train_on, development, scratch, log
             )
             base_weight = float(base_weight_choice["weight"])
             if options.development_only:
