@@ -117,9 +117,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--base-part",
-        choices=("pca", "full"),
+        choices=("pca", "full", "trunk"),
         default="pca",
-        help="with --base-weight: the base model's PCA view (D doubles) or its whole embedding (D + 1280)",
+        help="with --base-weight: the base model's PCA view (D doubles), its whole embedding (D + 1280), "
+        "or with --unfreeze-blocks the frozen trunk's pooled output (D + 192, no extra computation)",
     )
     parser.add_argument(
         "--unfreeze-blocks",

@@ -17,8 +17,10 @@ environment (Python 3.11, requirements-export.txt), never in a Lambda layer.
 - Loss: SupCon over categories + instance_weight * SupCon over products (two random views of
   each image per batch), the head-only trainer's terms (lookalike_tuning.train) with autograd.
 - Output: an ONNX graph with the base model's input and two outputs: `embedding`, the fine-tuned
-  pooled features, and `base_embedding`, the frozen base model's (the optional base part of
-  lookalike_tuning.compose), plus the head's parameters as NumPy arrays.
+  pooled features, and `base_embedding` (the optional base part of lookalike_tuning.compose): the
+  frozen base model's pooled features, or with config `base_embedding: "trunk"` the frozen trunk's
+  own output, pooled (no second copy of the last blocks: the graph costs what the base model
+  costs), plus the head's parameters as NumPy arrays.
 """
 
 from __future__ import annotations
@@ -72,10 +74,18 @@ class Trunk(torch.nn.Module):
         return x
 
 
-class TwoEmbeddings(torch.nn.Module):
-    """The exported graph: one trunk, the tuned tail (`embedding`) and the base tail (`base_embedding`)."""
+class PooledTrunk(torch.nn.Module):
+    """The frozen trunk's output, average-pooled: the base part that adds no computation."""
 
-    def __init__(self, trunk: Trunk, tuned: Tail, base: Tail) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class TwoEmbeddings(torch.nn.Module):
+    """The exported graph: one trunk, the tuned tail (`embedding`) and the frozen base part
+    (`base_embedding`: the base tail, or the pooled trunk)."""
+
+    def __init__(self, trunk: Trunk, tuned: Tail, base: torch.nn.Module) -> None:
         super().__init__()
         self.trunk, self.tuned, self.base = trunk, tuned, base
 
@@ -135,7 +145,13 @@ def pca_start(pooled: torch.Tensor, output_dim: int) -> tuple[torch.Tensor, torc
 
 
 def train(
-    config: dict[str, float], views: np.ndarray, categories: np.ndarray, products: np.ndarray, threads: int
+    config: dict[str, float],
+    views: np.ndarray,
+    categories: np.ndarray,
+    products: np.ndarray,
+    threads: int,
+    *,
+    trunk_base: bool = False,
 ) -> dict[str, object]:
     torch.manual_seed(int(config["seed"]))
     generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -195,7 +211,7 @@ def train(
         losses.extend(epoch_losses)
         print(f"epoch {epoch}: loss {np.mean(epoch_losses):.3f}", file=sys.stderr, flush=True)
     return {
-        "model": TwoEmbeddings(trunk, tuned, base).eval(),
+        "model": TwoEmbeddings(trunk, tuned, PooledTrunk() if trunk_base else base).eval(),
         "P": head.weight.detach().T.double().numpy(),
         "c": head.bias.detach().double().numpy(),
         "pca_projection": projection.double().numpy(),
@@ -219,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     torch.set_num_threads(arguments.threads)
     config = json.loads(arguments.config.read_text())
+    trunk_base = config.pop("base_embedding", "network") == "trunk"
     with np.load(arguments.views) as stored:
         views, categories, products = stored["views"], stored["categories"], stored["products"]
-    result = train(config, views, categories, products, arguments.threads)
+    result = train(config, views, categories, products, arguments.threads, trunk_base=trunk_base)
     example = normalised(views[:2, 0])
     export_graph(result.pop("model"), example, arguments.backbone, ["embedding", "base_embedding"])
     arrays = {name: result.pop(name) for name in ("P", "c", "pca_projection", "pca_offset")}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lookalike_tuning.compose import BasePart, compose, output_dimension
+from lookalike_tuning.compose import BasePart, compose
 from lookalike_tuning.datasets import DatasetError, LabelledImage, Split, split_by_product
 from lookalike_tuning.fit import TrainingResult
 from lookalike_tuning.heldout import HeldOutSet, build_heldout_set, embed_heldout, heldout_figures
@@ -154,10 +154,9 @@ def choose_base_weight(
     )
     backbone, result = train(split.train + extra_images)
     probe_path = work / "development_fp32.onnx"
-    compose(backbone, result.head, probe_path, base_weight=PROBE_WEIGHT, base_part=run.base_part)
+    dimension = compose(backbone, result.head, probe_path, base_weight=PROBE_WEIGHT, base_part=run.base_part)
     if backbone.parent == work:
         backbone.unlink()
-    dimension = output_dimension(result.head, PROBE_WEIGHT, run.base_part)
     base_dim = dimension - result.head.output_dim
     development: HeldOutSet = build_heldout_set(
         split.test, neardup_count=run.neardup_originals, seed=run.seed

@@ -26,7 +26,9 @@ EMBEDDING = "embedding"
 BACKBONE_OUTPUT = "backbone_embedding"
 # The frozen base embedding beside the tuned one in an unfrozen backbone (scripts/unfreeze_backbone.py).
 BASE_EMBEDDING = "base_embedding"
-BasePart = Literal["pca", "full"]
+# "pca": the head's PCA view of the base embedding; "full": the base embedding itself; "trunk" (an
+# unfrozen backbone only): its `base_embedding` is then the frozen trunk's pooled output.
+BasePart = Literal["pca", "full", "trunk"]
 # Every node of the head is named with this prefix: the int8 variant keeps them in float (below).
 HEAD_NODE_PREFIX = "tuned_head/"
 
@@ -35,23 +37,29 @@ def _l2_normalise_node(source: str, target: str) -> onnx.NodeProto:
     return helper.make_node("LpNormalization", [source], [target], axis=1, p=2)
 
 
-def output_dimension(head: Head, base_weight: float, base_part: BasePart = "pca") -> int:
-    if base_weight <= 0:
-        return head.output_dim
-    return head.output_dim + (head.output_dim if base_part == "pca" else head.input_dim)
+def _output_width(graph: onnx.GraphProto, name: str) -> int:
+    """The static second dimension of the graph output `name`."""
+    for output in graph.output:
+        if output.name == name:
+            dims = output.type.tensor_type.shape.dim
+            if len(dims) == 2 and dims[1].HasField("dim_value"):
+                return int(dims[1].dim_value)
+    raise ValueError(f"the backbone graph has no output {name!r} of shape [N, D] with a fixed D")
 
 
 def compose(
     base_fp32: Path, head: Head, out_path: Path, *, base_weight: float = 0.0, base_part: BasePart = "pca"
-) -> None:
-    """Write backbone + head as one fp32 ONNX file with the single output `embedding` [N, D].
+) -> int:
+    """Write backbone + head as one fp32 ONNX file with the single output `embedding` [N, D];
+    return D.
 
     base_weight > 0 concatenates the base model's view (which keeps near-duplicates apart) to the
     head's output, both unit length, weighted so that cosine = base_weight * cos(base part) +
     (1 - base_weight) * cos(head). The base part is the head's fixed PCA projection of the base
     embedding (base_part "pca": D doubles) or the whole unit base embedding ("full": D grows by
     the backbone's dimension). A backbone graph with a `base_embedding` output (an unfrozen one,
-    lookalike_tuning.unfreeze) gives the base part from that frozen output.
+    lookalike_tuning.unfreeze) gives the base part from that frozen output; with base_part "trunk"
+    that output is the pooled frozen trunk, used whole like "full" (D grows by its width).
     """
     model = onnx.load(str(base_fp32))
     graph = model.graph
@@ -65,6 +73,13 @@ def compose(
             if name == EMBEDDING:
                 node.input[index] = BACKBONE_OUTPUT
     frozen_output = any(BASE_EMBEDDING in node.output for node in graph.node)
+    if base_part == "trunk" and not frozen_output:
+        raise ValueError(f"{base_fp32}: base part 'trunk' needs an unfrozen backbone's {BASE_EMBEDDING!r}")
+    base_width = _output_width(graph, BASE_EMBEDDING) if frozen_output else head.input_dim
+    if base_weight <= 0:
+        dimension = head.output_dim
+    else:
+        dimension = head.output_dim + (head.output_dim if base_part == "pca" else base_width)
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_param or "N"
     del graph.output[:]
 
@@ -125,14 +140,11 @@ def compose(
         node.name = f"{HEAD_NODE_PREFIX}{index}_{node.op_type}"
     graph.node.extend(nodes)
     graph.initializer.extend(initialisers)
-    graph.output.append(
-        helper.make_tensor_value_info(
-            EMBEDDING, TensorProto.FLOAT, [batch_dim, output_dimension(head, base_weight, base_part)]
-        )
-    )
+    graph.output.append(helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, [batch_dim, dimension]))
     _prune_unused(graph)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(out_path))
+    return dimension
 
 
 def _prune_unused(graph: onnx.GraphProto) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from lookalike_tuning.augment import random_view
 from lookalike_tuning.base_weight import DevelopmentRun, choose_base_weight
 from lookalike_tuning.calibrate import CalibrationOptions
-from lookalike_tuning.compose import compose, output_dimension, quantize_tuned_int8
+from lookalike_tuning.compose import compose, quantize_tuned_int8
 from lookalike_tuning.datasets import (
     Dataset,
     LabelledImage,
@@ -45,7 +45,7 @@ from lookalike_tuning.production import (
     load_model_card,
 )
 from lookalike_tuning.tuned_card import base_card_fields, data_fields, file_entry, training_fields, write_card
-from lookalike_tuning.unfreeze import check_supported, train_unfrozen
+from lookalike_tuning.unfreeze import UnfreezeError, check_supported, train_unfrozen
 
 # The base model's int8 gate (scripts/export_model.py). A tuned model's head spreads a catalogue
 # of look-alike packshots over its whole output space, so its int8/fp32 cosine can fall below the
@@ -184,6 +184,10 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
     )
     if options.unfreeze is not None:
         check_supported(options.unfreeze, options.training, base_card.model_version, pairs=bool(pairs))
+    elif options.base_part == "trunk":
+        raise UnfreezeError(
+            "--base-part trunk is the frozen trunk of --unfreeze-blocks: add it, or use pca or full"
+        )
     options.out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{options.out_dir.name}.partial-", dir=options.out_dir.parent))
     try:
@@ -214,6 +218,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 views=options.views,
                 work=scratch,
                 threads=options.threads,
+                trunk_base=options.base_part == "trunk",
             )
 
         base_weight_choice: dict[str, Any] | None = None
@@ -250,10 +255,11 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         )
         fp32_path = scratch / f"{options.name}_fp32.onnx"
         int8_path = scratch / f"{options.name}_int8.onnx"
-        compose(backbone, result.head, fp32_path, base_weight=base_weight, base_part=options.base_part)
+        dimension = compose(
+            backbone, result.head, fp32_path, base_weight=base_weight, base_part=options.base_part
+        )
         if backbone.parent == scratch:
             backbone.unlink()
-        dimension = output_dimension(result.head, base_weight, options.base_part)
         calibration = calibration_batch(
             split.train, base_embedder, options.calibration_views, options.training.seed
         )

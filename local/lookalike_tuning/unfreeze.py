@@ -4,7 +4,8 @@ The head-only trainer (lookalike_tuning.fit) needs no autograd framework; traini
 blocks does, and torch is build-time only (the `.venv-export` environment of `make
 export-model`). So this module prepares the training views with the production preprocessing,
 runs scripts/unfreeze_backbone.py in that environment, and hands back its backbone graph (outputs
-`embedding`, tuned, and `base_embedding`, frozen) and its linear head for lookalike_tuning.compose.
+`embedding`, tuned, and `base_embedding`, frozen: the base model's, or with `trunk_base` the pooled
+output of the frozen trunk) and its linear head for lookalike_tuning.compose.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def train_unfrozen(
     views: int,
     work: Path,
     threads: int,
+    trunk_base: bool = False,
 ) -> tuple[Path, TrainingResult]:
     """Train the last blocks and a linear head in the export environment; the backbone graph is
     written into `work` (the caller deletes it after composing)."""
@@ -117,6 +119,7 @@ def train_unfrozen(
         json.dumps(
             training.as_card()
             | {"unfreeze_blocks": settings.blocks, "backbone_learning_rate": settings.backbone_learning_rate}
+            | {"base_embedding": "trunk" if trunk_base else "network"}
         )
     )
     backbone, head_file = work / "unfrozen-backbone.onnx", work / "unfrozen-head.npz"

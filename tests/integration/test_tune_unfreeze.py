@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper
 from script_runs import run_script, sample_labelled_folder
 
 from lookalike.images import decode_image
@@ -66,24 +69,53 @@ def test_a_head_the_trainer_cannot_train_exits_2(catalogue_folder: Path, tmp_pat
     assert not out.exists()
 
 
+def test_the_trunk_base_part_without_unfrozen_blocks_exits_2(catalogue_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trunk"
+    code, summary, _ = run_script(
+        TUNE,
+        *("--dataset", catalogue_folder, "--out", out, *FAST, "--base-weight", "0.3", "--base-part", "trunk"),
+        timeout=120,
+    )
+    assert code == 2
+    assert "--unfreeze-blocks" in summary["error"]
+    assert not out.exists()
+
+
+def pooled_trunk(base_fp32: Path, blocks: int, inputs: np.ndarray) -> np.ndarray:
+    """The base graph's own activations entering its last `blocks` blocks, average-pooled: read
+    from the exported base model, independently of the trainer's torch trunk."""
+    model = onnx.load(str(base_fp32))
+    first_tail_block = 16 - blocks  # EfficientNet-Lite0 has 16 blocks
+    weight = f"network._blocks.{first_tail_block}._expand_conv.weight"
+    (entering,) = [node.input[0] for node in model.graph.node if list(node.input[1:2]) == [weight]]
+    model.graph.node.append(helper.make_node("GlobalAveragePool", [entering], ["trunk_pooled"]))
+    model.graph.output.append(helper.make_empty_tensor_value_info("trunk_pooled"))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    pooled = np.asarray(session.run(["trunk_pooled"], {"input": inputs})[0])
+    return pooled.reshape(len(pooled), -1)
+
+
 @pytest.mark.skipif(
     not EXPORT_PYTHON.is_file(),
     reason=f"the export environment ({EXPORT_PYTHON}) is not there: make export-env (torch, build-time only)",
 )
+@pytest.mark.parametrize("base_part", ["full", "trunk"])
 def test_the_unfrozen_model_is_written_loads_and_records_how_it_was_trained(
-    catalogue_folder: Path, tmp_path: Path
+    catalogue_folder: Path, tmp_path: Path, base_part: str
 ) -> None:
     out = tmp_path / "unfrozen"
     code, summary, stderr = run_script(
         TUNE,
         *("--dataset", catalogue_folder, "--out", out, "--unfreeze-blocks", "1", *FAST),
-        *("--base-weight", "0.3", "--base-part", "full", "--force"),
+        *("--base-weight", "0.3", "--base-part", base_part, "--force"),
         timeout=900,
     )
     assert code == 0, stderr
     assert summary["written"] is True
     card = load_model_card(out)
-    assert card.embedding_dim == 16 + 1280  # the head and the whole frozen base embedding
+    # the head and the whole frozen base embedding, or the pooled trunk (192 channels enter the last block)
+    base_width = {"full": 1280, "trunk": 192}[base_part]
+    assert card.embedding_dim == 16 + base_width
     assert sorted(path.name for path in out.iterdir()) == [
         "model_card.json",
         "tuned_fp32.onnx",
@@ -91,11 +123,17 @@ def test_the_unfrozen_model_is_written_loads_and_records_how_it_was_trained(
     ]
     training = card.raw["training"]
     assert training["unfrozen_backbone"]["blocks"] == 1
-    assert training["base_part"] == "full"
+    assert training["base_part"] == base_part
     photos = [decode_image(obj.body(), max_bytes=10**8, max_pixels=10**8).image for obj in catalogue()[:4]]
-    base = Embedder(load_model_card(REPO_ROOT / "layers" / "model" / "model"), variant="fp32").embed(photos)
+    base_card = load_model_card(REPO_ROOT / "layers" / "model" / "model")
+    base_embedder = Embedder(base_card, variant="fp32")
+    if base_part == "full":
+        frozen = base_embedder.embed(photos).vectors
+    else:
+        pooled = pooled_trunk(base_card.variant("fp32").path, 1, base_embedder.preprocess(photos))
+        frozen = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     tuned = Embedder(card, variant="fp32").embed(photos).vectors
-    # The base part is the frozen model's own embedding, weighted by sqrt(0.3): the tuned blocks
-    # never touch it.
-    np.testing.assert_allclose(tuned[:, :1280], np.sqrt(0.3) * base.vectors, atol=1e-4)
-    assert np.abs(tuned[:, 1280:]).sum() > 0
+    # The base part is the frozen model's own embedding (or its pooled trunk), weighted by
+    # sqrt(0.3): the tuned blocks never touch it.
+    np.testing.assert_allclose(tuned[:, :base_width], np.sqrt(0.3) * frozen, atol=1e-4)
+    assert np.abs(tuned[:, base_width:]).sum() > 0

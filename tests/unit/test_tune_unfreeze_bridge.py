@@ -1,5 +1,5 @@
 """The unfrozen-backbone bridge without torch: what compose makes of a backbone with a frozen
-`base_embedding` output, the base part's two forms, the checks that run before any training, and
+`base_embedding` output, the base part's three forms, the checks that run before any training, and
 the views the trainer is given."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from lookalike_tuning.compose import compose, output_dimension
+from lookalike_tuning.compose import compose
 from lookalike_tuning.datasets import LabelledImage
 from lookalike_tuning.fit import TrainingConfig
 from lookalike_tuning.production import BASE_MODEL_DIR, Embedder, load_model_card
@@ -30,6 +30,7 @@ from lookalike_tuning.unfreeze import (
 )
 
 INPUT_DIM, OUTPUT_DIM = 12, 4
+TRUNK_DIM = 7  # a pooled trunk is narrower than the backbone's embedding
 
 
 def two_output_backbone(path: Path, tuned: np.ndarray, frozen: np.ndarray | None) -> None:
@@ -40,7 +41,8 @@ def two_output_backbone(path: Path, tuned: np.ndarray, frozen: np.ndarray | None
     if frozen is not None:
         nodes.append(helper.make_node("MatMul", ["input", "frozen_w"], ["base_embedding"]))
         initialisers.append(numpy_helper.from_array(frozen.astype(np.float32), "frozen_w"))
-        outputs.append(helper.make_tensor_value_info("base_embedding", TensorProto.FLOAT, ["N", INPUT_DIM]))
+        width = frozen.shape[1]
+        outputs.append(helper.make_tensor_value_info("base_embedding", TensorProto.FLOAT, ["N", width]))
     graph = helper.make_graph(
         nodes,
         "backbone",
@@ -66,24 +68,26 @@ def weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rng.normal(size=(5, INPUT_DIM)), rng.normal(size=(5, INPUT_DIM)), rng.normal(size=(16, 5))
 
 
-@pytest.mark.parametrize("base_part", ["pca", "full"])
+@pytest.mark.parametrize("base_part", ["pca", "full", "trunk"])
 def test_the_base_part_comes_from_the_frozen_output_when_the_backbone_has_one(
     tmp_path: Path, weights: tuple[np.ndarray, np.ndarray, np.ndarray], base_part: str
 ) -> None:
     tuned, frozen, x = weights
     head = init_head(unit(x @ frozen), OUTPUT_DIM, 0, np.random.default_rng(0))
     head.P = head.P + np.random.default_rng(1).normal(0, 0.3, head.P.shape)  # not the PCA start
+    if base_part == "trunk":
+        frozen = frozen[:, :TRUNK_DIM]
     backbone, out = tmp_path / "backbone.onnx", tmp_path / "tuned.onnx"
     two_output_backbone(backbone, tuned, frozen)
-    compose(backbone, head, out, base_weight=0.3, base_part=base_part)  # type: ignore[arg-type]
+    dimension = compose(backbone, head, out, base_weight=0.3, base_part=base_part)  # type: ignore[arg-type]
 
     composed = run(out, x)
     head_part = head_output(head, unit(x @ tuned).astype(np.float32))
     base = unit(x @ frozen)
-    expected_base = base if base_part == "full" else unit(base @ head.pca_projection + head.pca_offset)
+    expected_base = base if base_part != "pca" else unit(base @ head.pca_projection + head.pca_offset)
     split = composed.shape[1] - OUTPUT_DIM
-    assert composed.shape[1] == output_dimension(head, 0.3, base_part)  # type: ignore[arg-type]
-    assert split == (OUTPUT_DIM if base_part == "pca" else INPUT_DIM)
+    assert composed.shape[1] == dimension
+    assert split == {"pca": OUTPUT_DIM, "full": INPUT_DIM, "trunk": TRUNK_DIM}[base_part]
     np.testing.assert_allclose(composed[:, split:], np.sqrt(0.7) * head_part, atol=1e-5)
     np.testing.assert_allclose(composed[:, :split], np.sqrt(0.3) * expected_base, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(composed, axis=1), 1.0, atol=1e-5)
@@ -100,6 +104,18 @@ def test_without_a_frozen_output_the_full_base_part_is_the_backbone_embedding(
     expected = head_output(head, unit(x @ tuned).astype(np.float32), 0.4, "full")
     assert expected.shape == (16, INPUT_DIM + OUTPUT_DIM)
     np.testing.assert_allclose(run(out, x), expected, atol=1e-5)
+
+
+def test_the_trunk_base_part_needs_a_frozen_output(
+    tmp_path: Path, weights: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    tuned, _, x = weights
+    head = init_head(unit(x @ tuned), OUTPUT_DIM, 0, np.random.default_rng(0))
+    backbone, out = tmp_path / "backbone.onnx", tmp_path / "tuned.onnx"
+    two_output_backbone(backbone, tuned, None)
+    with pytest.raises(ValueError, match="base part 'trunk' needs an unfrozen backbone"):
+        compose(backbone, head, out, base_weight=0.4, base_part="trunk")
+    assert not out.exists()
 
 
 def test_the_trainers_arrays_make_a_linear_head() -> None:
