@@ -57,27 +57,22 @@ def test_without_the_export_environment_it_exits_2_and_writes_nothing(
     assert list(out.parent.iterdir()) == []  # no partial folder left behind
 
 
-def test_a_head_the_trainer_cannot_train_exits_2(catalogue_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (["--unfreeze-blocks", "1", "--hidden", "32"], "--hidden 0"),  # an MLP head
+        (["--base-weight", "0.3", "--base-part", "trunk"], "--unfreeze-blocks"),  # no trunk to pool
+    ],
+)
+def test_settings_the_trainer_cannot_train_exit_2(
+    catalogue_folder: Path, tmp_path: Path, settings: list[str], named: str
+) -> None:
     out = tmp_path / "unfrozen"
     code, summary, _ = run_script(
-        TUNE,
-        *("--dataset", catalogue_folder, "--out", out, "--unfreeze-blocks", "1", *FAST, "--hidden", "32"),
-        timeout=120,
+        TUNE, "--dataset", catalogue_folder, "--out", out, *FAST, *settings, timeout=120
     )
     assert code == 2
-    assert "--hidden 0" in summary["error"]
-    assert not out.exists()
-
-
-def test_the_trunk_base_part_without_unfrozen_blocks_exits_2(catalogue_folder: Path, tmp_path: Path) -> None:
-    out = tmp_path / "trunk"
-    code, summary, _ = run_script(
-        TUNE,
-        *("--dataset", catalogue_folder, "--out", out, *FAST, "--base-weight", "0.3", "--base-part", "trunk"),
-        timeout=120,
-    )
-    assert code == 2
-    assert "--unfreeze-blocks" in summary["error"]
+    assert named in summary["error"]
     assert not out.exists()
 
 
