@@ -93,6 +93,37 @@ def paired_ratio_interval(
     return float(low), float(high)
 
 
+def paired_difference_interval(
+    baseline: npt.NDArray[np.bool_],
+    candidate: npt.NDArray[np.bool_],
+    groups: IntArray,
+    *,
+    rounds: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(candidate) - mean(baseline) over the same queries,
+    resampling whole groups (e.g. the edited copies of one original photo, which succeed or fail
+    together), so that many copies of few photos do not pass for many independent queries."""
+    if baseline.shape != candidate.shape or baseline.shape != groups.shape or baseline.ndim != 1:
+        raise MeasurementError(
+            "a paired interval needs the same queries, scored by both models, each in a group"
+        )
+    names, group_of = np.unique(groups, return_inverse=True)
+    if len(names) < 2:
+        raise MeasurementError("a grouped interval needs queries from at least two groups")
+    counts = np.bincount(group_of, minlength=len(names))
+    differences = np.bincount(
+        group_of, weights=candidate.astype(np.float64) - baseline.astype(np.float64), minlength=len(names)
+    )
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(names), size=(rounds, len(names)))
+    means = differences[resamples].sum(axis=1) / counts[resamples].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def product_recall_at_1(embeddings: FloatArray, products: list[str]) -> tuple[float, int] | None:
     """Share of photos whose nearest other photo shows the same product, over the photos whose
     product has several; None when no product has two photos (nothing to measure)."""

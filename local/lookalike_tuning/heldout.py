@@ -81,10 +81,19 @@ def embed_heldout(embedder: Embedder, heldout: HeldOutSet) -> tuple[FloatArray, 
     return database, embed_bytes(embedder, heldout.query_bytes)
 
 
+@dataclass(frozen=True, slots=True)
+class PerQuery:
+    """One model's per-query scores on a held-out set, for paired comparisons of two models."""
+
+    average_precisions: npt.NDArray[np.float64]  # each category query's AP@10
+    neardup_hits: npt.NDArray[np.bool_]  # each unpadded edited copy: its original ranked first
+    neardup_originals: npt.NDArray[np.int64]  # ... and which original it is a copy of
+
+
 def heldout_figures(
     database: FloatArray, queries: FloatArray, heldout: HeldOutSet
-) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
-    """The figures of one model's embeddings of a held-out set, and each category query's AP@10."""
+) -> tuple[dict[str, Any], PerQuery]:
+    """The figures of one model's embeddings of a held-out set, and its per-query scores."""
     category = category_metrics(
         database, [image.category for image in heldout.images], skip_unanswerable=True
     )
@@ -108,21 +117,26 @@ def heldout_figures(
         "neardup_queries": len(near.ranks),
         "neardup_recall_at_1_per_edit": per_edit,
     }
-    return figures, category.average_precisions
+    per_query = PerQuery(
+        average_precisions=category.average_precisions,
+        neardup_hits=near.ranks[~padded] == 1,
+        neardup_originals=heldout.query_targets[~padded],
+    )
+    return figures, per_query
 
 
 def evaluate_model(
     model_dir: Path, heldout: HeldOutSet, *, variant: str, threads: int, trim: bool = False
-) -> tuple[dict[str, Any], FloatArray, npt.NDArray[np.float64]]:
-    """The figures of one model folder on the held-out set, the held-out embeddings and each
-    category query's AP@10 (for paired comparisons of two models). `trim`: trim plain borders
-    even where the card does not say so (the base model, measured trimmed)."""
+) -> tuple[dict[str, Any], FloatArray, PerQuery]:
+    """The figures of one model folder on the held-out set, the held-out embeddings and the
+    per-query scores (for paired comparisons of two models). `trim`: trim plain borders even
+    where the card does not say so (the base model, measured trimmed)."""
     embedder = Embedder(
         load_model_card(model_dir), variant=variant, threads=threads, trim_borders=True if trim else None
     )
     database, queries = embed_heldout(embedder, heldout)
-    figures, average_precisions = heldout_figures(database, queries, heldout)
-    return {"model_version": embedder.model_version, **figures}, database, average_precisions
+    figures, per_query = heldout_figures(database, queries, heldout)
+    return {"model_version": embedder.model_version, **figures}, database, per_query
 
 
 def int8_agreement(

@@ -32,7 +32,7 @@ from lookalike_tuning.datasets import (
     read_pairs_csv,
     split_by_product,
 )
-from lookalike_tuning.evaluate import MeasurementError, paired_ratio_interval
+from lookalike_tuning.evaluate import MeasurementError, paired_difference_interval, paired_ratio_interval
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingData, TrainingResult, fit
 from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
@@ -282,9 +282,9 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         )
         figures = {}
         embeddings = {}
-        average_precisions = {}
+        per_query = {}
         for label, folder in (("base", base_dir), ("tuned", scratch)):
-            figures[label], embeddings[label], average_precisions[label] = evaluate_model(
+            figures[label], embeddings[label], per_query[label] = evaluate_model(
                 folder, heldout, variant="fp32", threads=options.threads, trim=options.trim_borders
             )
         agreement = int8_agreement(scratch, split.test, options.threads, seed=options.training.seed)
@@ -329,7 +329,17 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         except MeasurementError as error:
             log(f"match levels not calibrated: {error}")
         reasons = verdict(figures["base"], figures["tuned"], options.min_map_gain)
-        ratio_low, ratio_high = paired_ratio_interval(average_precisions["base"], average_precisions["tuned"])
+        base_scores, tuned_scores = per_query["base"], per_query["tuned"]
+        ratio_low, ratio_high = paired_ratio_interval(
+            base_scores.average_precisions, tuned_scores.average_precisions
+        )
+        neardup_low, neardup_high = paired_difference_interval(
+            base_scores.neardup_hits, tuned_scores.neardup_hits, base_scores.neardup_originals
+        )
+        log(
+            f"near-duplicate recall@1, tuned - base: 95 % interval {neardup_low:+.4f} to {neardup_high:+.4f} "
+            f"(edited copies resampled by original photo)"
+        )
         summary: dict[str, Any] = {
             "model_version": version,
             "out_dir": str(options.out_dir),
@@ -341,6 +351,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 figures["tuned"]["category_map_at_10"] / figures["base"]["category_map_at_10"], 4
             ),
             "map_at_10_ratio_ci95": [round(ratio_low, 4), round(ratio_high, 4)],
+            "neardup_difference_ci95": [round(neardup_low, 4), round(neardup_high, 4)],
             "int8": agreement,
             "int8_heldout": {
                 k: v for k, v in figures.get("tuned_int8", {}).items() if k != "neardup_recall_at_1_per_edit"

@@ -149,6 +149,10 @@ def test_a_model_worse_than_asked_is_refused_and_nothing_is_written(
     assert summary["refused_because"]
     assert "category_map_at_10" in summary["base"]
     assert "category_map_at_10" in summary["tuned"]
+    # The near-duplicate difference's interval (copies resampled by original) brackets the figures'.
+    low, high = summary["neardup_difference_ci95"]
+    difference = summary["tuned"]["neardup_recall_at_1"] - summary["base"]["neardup_recall_at_1"]
+    assert -1.0 <= low - 1e-4 <= difference <= high + 1e-4 <= 1.0
     assert leftovers(tmp_path) == []
 
 

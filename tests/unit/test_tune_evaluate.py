@@ -10,6 +10,7 @@ from lookalike_tuning.evaluate import (
     MeasurementError,
     category_metrics,
     neardup_metrics,
+    paired_difference_interval,
     paired_ratio_interval,
     product_recall_at_1,
     same_vs_different_similarities,
@@ -99,3 +100,29 @@ def test_paired_ratio_interval_refuses_unpaired_scores() -> None:
         paired_ratio_interval(np.ones(5), np.ones(6))
     with pytest.raises(MeasurementError, match="baseline scores 0"):
         paired_ratio_interval(np.zeros(5), np.ones(5))
+
+
+def test_paired_difference_interval_resamples_whole_groups() -> None:
+    groups = np.repeat(np.arange(60), 20)  # 20 edited copies of each of 60 originals
+    base = np.ones(1200, dtype=bool)
+    assert paired_difference_interval(base, base.copy(), groups) == (0.0, 0.0)
+    # Two originals lose all their copies: -40/1200. Resampling whole originals, some resamples
+    # hold neither of them and some hold them twice or more: the interval reaches 0 and below -2x.
+    tuned = base.copy()
+    tuned[groups < 2] = False
+    low, high = paired_difference_interval(base, tuned, groups)
+    assert low < -2 * 40 / 1200 and high == 0.0
+    # The same 40 misses spread one per copy over 40 originals look far surer: a narrower interval.
+    spread = base.copy()
+    spread[np.arange(40) * 20] = False
+    spread_low, spread_high = paired_difference_interval(base, spread, groups)
+    assert low < spread_low <= -40 / 1200 <= spread_high < 0
+    assert spread_high - spread_low < (high - low) / 2
+
+
+def test_paired_difference_interval_refuses_unpaired_or_single_group_scores() -> None:
+    hits = np.ones(4, dtype=bool)
+    with pytest.raises(MeasurementError, match="same queries"):
+        paired_difference_interval(hits, np.ones(5, dtype=bool), np.zeros(4, dtype=np.int64))
+    with pytest.raises(MeasurementError, match="at least two groups"):
+        paired_difference_interval(hits, hits, np.zeros(4, dtype=np.int64))
