@@ -75,11 +75,14 @@ def compose(
     frozen_output = any(BASE_EMBEDDING in node.output for node in graph.node)
     if base_part == "trunk" and not frozen_output:
         raise ValueError(f"{base_fp32}: base part 'trunk' needs an unfrozen backbone's {BASE_EMBEDDING!r}")
-    base_width = _output_width(graph, BASE_EMBEDDING) if frozen_output else head.input_dim
     if base_weight <= 0:
         dimension = head.output_dim
-    else:
-        dimension = head.output_dim + (head.output_dim if base_part == "pca" else base_width)
+    elif base_part == "pca":
+        dimension = 2 * head.output_dim
+    else:  # the whole base part: the frozen output's width, else the backbone embedding's
+        dimension = head.output_dim + (
+            _output_width(graph, BASE_EMBEDDING) if frozen_output else head.input_dim
+        )
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_param or "N"
     del graph.output[:]
 
