@@ -365,7 +365,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
             if base_weight_choice is None
             else {
                 key: base_weight_choice[key]
-                for key in ("weight", "development_images", "base", "grid", "train_seconds")
+                for key in ("weight", "rule", "development_images", "base", "grid", "train_seconds")
             },
             "seconds": round(now() - started, 1),
             "written": not reasons or options.force,
