@@ -18,7 +18,12 @@ from PIL import Image
 
 from lookalike_tuning.datasets import LabelledImage
 from lookalike_tuning.edits import edits
-from lookalike_tuning.evaluate import category_metrics, neardup_metrics, product_recall_at_1
+from lookalike_tuning.evaluate import (
+    category_metrics,
+    neardup_metrics,
+    paired_difference_interval,
+    product_recall_at_1,
+)
 from lookalike_tuning.production import (
     Embedder,
     decode_file_bytes,
@@ -88,6 +93,28 @@ class PerQuery:
     average_precisions: npt.NDArray[np.float64]  # each category query's AP@10
     neardup_hits: npt.NDArray[np.bool_]  # each unpadded edited copy: its original ranked first
     neardup_originals: npt.NDArray[np.int64]  # ... and which original it is a copy of
+
+    def neardup_lost_and_gained(self, base: PerQuery) -> tuple[int, int]:
+        """Edited copies whose original the base ranks first and this model does not (lost), and
+        the other way round (gained): the net difference in recall is (gained - lost) / copies."""
+        if self.neardup_hits.shape != base.neardup_hits.shape:
+            raise ValueError("lost and gained copies need the same edited copies scored by both models")
+        lost = int(np.sum(base.neardup_hits & ~self.neardup_hits))
+        gained = int(np.sum(~base.neardup_hits & self.neardup_hits))
+        return lost, gained
+
+
+def neardup_comparison(base: PerQuery, candidate: PerQuery) -> dict[str, Any]:
+    """Candidate against base on the same edited copies: copies lost and gained, and the 95 %
+    interval of the difference in near-duplicate recall@1."""
+    lost, gained = candidate.neardup_lost_and_gained(base)
+    low, high = paired_difference_interval(base.neardup_hits, candidate.neardup_hits, base.neardup_originals)
+    return {
+        "neardup_copies": len(base.neardup_hits),
+        "neardup_lost": lost,
+        "neardup_gained": gained,
+        "neardup_difference_ci95": [round(low, 4), round(high, 4)],
+    }
 
 
 def heldout_figures(

@@ -32,10 +32,10 @@ from lookalike_tuning.datasets import (
     read_pairs_csv,
     split_by_product,
 )
-from lookalike_tuning.evaluate import MeasurementError, paired_difference_interval, paired_ratio_interval
+from lookalike_tuning.evaluate import MeasurementError, paired_ratio_interval
 from lookalike_tuning.features import compute_features
 from lookalike_tuning.fit import TrainingData, TrainingResult, fit
-from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement
+from lookalike_tuning.heldout import build_heldout_set, evaluate_model, int8_agreement, neardup_comparison
 from lookalike_tuning.match_card import calibrate_model_folder
 from lookalike_tuning.options import TuneOptions
 from lookalike_tuning.production import (
@@ -333,12 +333,12 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
         ratio_low, ratio_high = paired_ratio_interval(
             base_scores.average_precisions, tuned_scores.average_precisions
         )
-        neardup_low, neardup_high = paired_difference_interval(
-            base_scores.neardup_hits, tuned_scores.neardup_hits, base_scores.neardup_originals
-        )
+        neardup = neardup_comparison(base_scores, tuned_scores)
+        neardup_low, neardup_high = neardup["neardup_difference_ci95"]
         log(
             f"near-duplicate recall@1, tuned - base: 95 % interval {neardup_low:+.4f} to {neardup_high:+.4f} "
-            f"(edited copies resampled by original photo)"
+            f"(edited copies resampled by original photo); copies lost {neardup['neardup_lost']}, "
+            f"gained {neardup['neardup_gained']} of {neardup['neardup_copies']}"
         )
         summary: dict[str, Any] = {
             "model_version": version,
@@ -351,7 +351,7 @@ def tune(options: TuneOptions, now: Callable[[], float] = time.perf_counter) -> 
                 figures["tuned"]["category_map_at_10"] / figures["base"]["category_map_at_10"], 4
             ),
             "map_at_10_ratio_ci95": [round(ratio_low, 4), round(ratio_high, 4)],
-            "neardup_difference_ci95": [round(neardup_low, 4), round(neardup_high, 4)],
+            **neardup,
             "int8": agreement,
             "int8_heldout": {
                 k: v for k, v in figures.get("tuned_int8", {}).items() if k != "neardup_recall_at_1_per_edit"

@@ -153,6 +153,8 @@ def test_a_model_worse_than_asked_is_refused_and_nothing_is_written(
     low, high = summary["neardup_difference_ci95"]
     difference = summary["tuned"]["neardup_recall_at_1"] - summary["base"]["neardup_recall_at_1"]
     assert -1.0 <= low - 1e-4 <= difference <= high + 1e-4 <= 1.0
+    net = (summary["neardup_gained"] - summary["neardup_lost"]) / summary["neardup_copies"]
+    assert net == pytest.approx(difference, abs=1e-4)
     assert leftovers(tmp_path) == []
 
 
@@ -313,6 +315,8 @@ def test_base_weight_auto_chooses_on_a_development_part_and_records_it(
         low, high = entry["neardup_difference_ci95"]
         difference = entry["neardup_recall_at_1"] - choice["base"]["neardup_recall_at_1"]
         assert low - 1e-4 <= difference <= high + 1e-4
+        net = (entry["neardup_gained"] - entry["neardup_lost"]) / entry["neardup_copies"]
+        assert net == pytest.approx(difference, abs=1e-4)
     # The development part comes out of the training part, never out of the held-out part.
     assert choice["development_images"] + choice["trained_images"] == summary["train_images"]
     assert summary["heldout_images"] == heldout_without_extra(products_folder)

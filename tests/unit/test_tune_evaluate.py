@@ -15,6 +15,7 @@ from lookalike_tuning.evaluate import (
     product_recall_at_1,
     same_vs_different_similarities,
 )
+from lookalike_tuning.heldout import PerQuery, neardup_comparison
 
 pytestmark = pytest.mark.unit
 
@@ -127,3 +128,26 @@ def test_paired_difference_interval_refuses_unpaired_or_single_group_scores() ->
         paired_difference_interval(hits, np.ones(5, dtype=bool), np.zeros(4, dtype=np.int64))
     with pytest.raises(MeasurementError, match="at least two groups"):
         paired_difference_interval(hits, hits, np.zeros(4, dtype=np.int64))
+
+
+def scores(hits: list[bool]) -> PerQuery:
+    return PerQuery(
+        average_precisions=np.zeros(1),
+        neardup_hits=np.asarray(hits, dtype=bool),
+        neardup_originals=np.arange(len(hits), dtype=np.int64) // 2,
+    )
+
+
+def test_near_duplicate_comparison_counts_copies_lost_and_gained_apart() -> None:
+    base = scores([True, True, True, False, False, True])
+    tuned = scores([True, False, False, True, False, True])
+    comparison = neardup_comparison(base, tuned)
+    assert (comparison["neardup_lost"], comparison["neardup_gained"]) == (2, 1)
+    assert comparison["neardup_copies"] == 6
+    low, high = comparison["neardup_difference_ci95"]
+    assert low <= (1 - 2) / 6 <= high
+
+
+def test_near_duplicate_comparison_refuses_other_copies() -> None:
+    with pytest.raises(ValueError, match="same edited copies"):
+        neardup_comparison(scores([True, True]), scores([True]))
