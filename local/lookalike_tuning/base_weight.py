@@ -11,10 +11,10 @@ part), and a graph composed at PROBE_WEIGHT holds both unit parts. The weight ch
 with the best category mAP@10 among those that lose at most the refusal tolerance of the
 development part's edited copies: copies whose original the base model ranks first and the
 composed model does not. Copies the base misses and the composed model finds are not counted
-against those losses: how many there are to find depends on the photos (the base misses more of
-them on a development part than on a held-out part, and the held-out refusal then sees the losses
-almost alone), while the losses are the tuned model's own. The final model is then trained on
-the whole training part and composed at that weight.
+against those losses: how many there are to find depends on the photos (on the Tux Paint stamps
+the base misses three times as many on the development part as on the held-out part, where the
+refusal then sees the losses almost alone), while the losses are the tuned model's own. The
+final model is then trained on the whole training part and composed at that weight.
 """
 
 from __future__ import annotations
