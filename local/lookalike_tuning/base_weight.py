@@ -187,8 +187,8 @@ def choose_base_weight(
         figures, scores = heldout_figures(
             at_weight(database, base_dim, weight), at_weight(queries, base_dim, weight), development
         )
-        grid.append(figures_row(weight, figures) | neardup_comparison(base_scores, scores))
-        row = grid[-1]
+        row = figures_row(weight, figures) | neardup_comparison(base_scores, scores)
+        grid.append(row)
         log(
             f"  weight {weight:.1f}: {describe(row)}; copies lost {row['neardup_lost']}, "
             f"gained {row['neardup_gained']} of {row['neardup_copies']}"

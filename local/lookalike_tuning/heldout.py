@@ -94,25 +94,16 @@ class PerQuery:
     neardup_hits: npt.NDArray[np.bool_]  # each unpadded edited copy: its original ranked first
     neardup_originals: npt.NDArray[np.int64]  # ... and which original it is a copy of
 
-    def neardup_lost_and_gained(self, base: PerQuery) -> tuple[int, int]:
-        """Edited copies whose original the base ranks first and this model does not (lost), and
-        the other way round (gained): the net difference in recall is (gained - lost) / copies."""
-        if self.neardup_hits.shape != base.neardup_hits.shape:
-            raise ValueError("lost and gained copies need the same edited copies scored by both models")
-        lost = int(np.sum(base.neardup_hits & ~self.neardup_hits))
-        gained = int(np.sum(~base.neardup_hits & self.neardup_hits))
-        return lost, gained
-
 
 def neardup_comparison(base: PerQuery, candidate: PerQuery) -> dict[str, Any]:
-    """Candidate against base on the same edited copies: copies lost and gained, and the 95 %
-    interval of the difference in near-duplicate recall@1."""
-    lost, gained = candidate.neardup_lost_and_gained(base)
+    """Candidate against base on the same edited copies: copies lost (the base ranks the original
+    first, the candidate does not), copies gained (the other way round), and the 95 % interval of
+    the difference in near-duplicate recall@1, which is (gained - lost) / copies."""
     low, high = paired_difference_interval(base.neardup_hits, candidate.neardup_hits, base.neardup_originals)
     return {
         "neardup_copies": len(base.neardup_hits),
-        "neardup_lost": lost,
-        "neardup_gained": gained,
+        "neardup_lost": int(np.sum(base.neardup_hits & ~candidate.neardup_hits)),
+        "neardup_gained": int(np.sum(~base.neardup_hits & candidate.neardup_hits)),
         "neardup_difference_ci95": [round(low, 4), round(high, 4)],
     }
 

@@ -149,5 +149,5 @@ def test_near_duplicate_comparison_counts_copies_lost_and_gained_apart() -> None
 
 
 def test_near_duplicate_comparison_refuses_other_copies() -> None:
-    with pytest.raises(ValueError, match="same edited copies"):
+    with pytest.raises(MeasurementError, match="same queries"):
         neardup_comparison(scores([True, True]), scores([True]))
