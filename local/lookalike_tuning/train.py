@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from lookalike_tuning.datasets import DatasetError
+
 Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -72,7 +74,11 @@ def init_head(features: Array, output_dim: int, hidden: int, rng: np.random.Gene
     """P = the top principal directions of the training features; the MLP starts near zero."""
     input_dim = features.shape[1]
     if output_dim > min(input_dim, len(features)):
-        raise ValueError(f"output dimension {output_dim} exceeds what {len(features)} features can span")
+        raise DatasetError(
+            f"a {output_dim}-dimensional head needs at least {output_dim} training views of "
+            f"{input_dim}-dimensional features, got {len(features)}: give --dim "
+            f"{min(input_dim, len(features))} or less, or more images"
+        )
     mean = features.mean(axis=0)
     _, _, components = np.linalg.svd(features - mean, full_matrices=False)
     projection = components[:output_dim].T.copy()

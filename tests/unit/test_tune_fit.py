@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lookalike_tuning.datasets import DatasetError
 from lookalike_tuning.fit import TrainingConfig, TrainingData, batch_loss, fit
 from lookalike_tuning.sweep import train_and_score
 from lookalike_tuning.train import Head, init_head
@@ -78,3 +79,10 @@ def test_each_term_uses_its_own_temperature() -> None:
     assert loss(replace(instance_only, instance_temperature=0.5)) != loss(instance_only)
     assert loss(replace(category_only, instance_temperature=0.5)) == loss(category_only)
     assert loss(replace(category_only, temperature=0.5)) != loss(category_only)
+
+
+def test_too_few_training_views_for_the_head_are_a_usage_error_naming_the_option() -> None:
+    # 4 images x 3 views cannot span a 256-dimensional projection: exit 2 with advice, not a traceback.
+    features = np.random.default_rng(0).normal(size=(12, 1280))
+    with pytest.raises(DatasetError, match=r"got 12: give --dim 12 or less, or more images"):
+        init_head(features, 256, 0, np.random.default_rng(0))
